@@ -1,0 +1,94 @@
+// Small fetch helpers for the maskproxy JSON API.
+// Every error the server reports comes back as {"error": "..."}; we surface that text.
+
+export class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status; // HTTP status, 0 when the server could not be reached
+  }
+}
+
+/**
+ * Call the API and return the parsed JSON body.
+ * Throws ApiError with the server's message on any non-2xx answer.
+ */
+export async function api(path, { method = 'GET', body, apiKey, signal } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+      cache: 'no-store',
+    });
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    throw new ApiError('Cannot reach the server. Please check the network connection.', 0);
+  }
+
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null; // e.g. an HTML error page from a reverse proxy
+  }
+  if (!res.ok) {
+    const message = (data && typeof data.error === 'string' && data.error) || `Server error (${res.status})`;
+    throw new ApiError(message, res.status);
+  }
+  return data;
+}
+
+/** ICE servers for RTCPeerConnection; an empty list if the proxy does not offer any. */
+export async function getIceServers() {
+  try {
+    const config = await api('/api/config');
+    return Array.isArray(config?.ice_servers) ? config.ice_servers : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Room id and token from the page's query string (?room=R&token=T), or null if missing. */
+export function roomFromUrl() {
+  const q = new URLSearchParams(location.search);
+  const room = q.get('room');
+  const token = q.get('token');
+  return room && token ? { room, token } : null;
+}
+
+/** GET the room status: {patient: {connected}, doctor: {connected}, mask: {...}}. */
+export function getRoomStatus(room, token, signal) {
+  return api(`/api/rooms/${encodeURIComponent(room)}?token=${encodeURIComponent(token)}`, { signal });
+}
+
+/**
+ * Poll the room status every `intervalMs` and hand each result (or error) to `onStatus`.
+ * Returns a function that stops polling.
+ */
+export function pollRoomStatus(room, token, onStatus, intervalMs = 3000) {
+  let stopped = false;
+  let timer = null;
+  const controller = new AbortController();
+  const tick = async () => {
+    try {
+      onStatus(await getRoomStatus(room, token, controller.signal), null);
+    } catch (err) {
+      if (err.name !== 'AbortError') onStatus(null, err);
+    }
+    if (!stopped) timer = setTimeout(tick, intervalMs);
+  };
+  tick();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    controller.abort();
+  };
+}

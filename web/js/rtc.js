@@ -1,0 +1,232 @@
+// Shared WebRTC plumbing: peer connection creation, non-trickle offer/answer
+// with the proxy, the "mask" data channel, and automatic reconnection.
+
+import { api, ApiError, getIceServers } from './api.js';
+
+const ICE_GATHER_TIMEOUT_MS = 2000;
+const DISCONNECT_GRACE_MS = 5000; // 'disconnected' often heals by itself; wait before rejoining
+const MAX_RETRIES = 5;
+const BASE_BACKOFF_MS = 1000;
+
+/** Resolve once ICE gathering is complete, or after `timeoutMs` (we then send what we have). */
+function iceGatheringDone(pc, timeoutMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/**
+ * Non-trickle negotiation: the proxy gets one offer with all ICE candidates in it
+ * and answers with a complete SDP.
+ */
+export async function negotiate(pc, room, token) {
+  await pc.setLocalDescription(await pc.createOffer());
+  await iceGatheringDone(pc, ICE_GATHER_TIMEOUT_MS);
+  const answer = await api(`/api/rooms/${encodeURIComponent(room)}/offer`, {
+    method: 'POST',
+    body: { token, sdp: pc.localDescription.sdp, type: 'offer' },
+  });
+  if (pc.signalingState === 'closed') return;
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+}
+
+/**
+ * Create the "mask" data channel (must happen before the offer) and dispatch its
+ * JSON messages: stats messages ({"stats": {...}}) go to onStats, the rest are
+ * per-frame mask parameters and go to onFrame.
+ */
+export function openMaskChannel(pc, { onFrame, onStats }) {
+  const channel = pc.createDataChannel('mask');
+  channel.addEventListener('message', (event) => {
+    if (typeof event.data !== 'string') return;
+    let msg;
+    try {
+      msg = JSON.parse(event.data);
+    } catch {
+      return; // ignore anything that is not JSON
+    }
+    if (!msg || typeof msg !== 'object') return;
+    if ('stats' in msg) onStats?.(msg.stats);
+    else onFrame?.(msg);
+  });
+  return channel;
+}
+
+/** Client errors (bad token, unknown room) will not get better by retrying. */
+function isFatal(err) {
+  return err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429;
+}
+
+/**
+ * One participant's connection to a room, rebuilt automatically when it breaks.
+ *
+ * `setup(pc)` is called for every new RTCPeerConnection and must add the
+ * transceivers (in the fixed order the server expects) and the data channel.
+ * `onState(state, detail)` receives: 'connecting', 'connected',
+ * 'reconnecting' ({attempt, max, delayMs}), 'failed' ({message}), 'closed'.
+ */
+export class Call {
+  constructor({ room, token, setup, onState }) {
+    this.room = room;
+    this.token = token;
+    this.setup = setup;
+    this.onState = onState || (() => {});
+    this.pc = null;
+    this.state = 'new';
+    this.attempt = 0;
+    this.closed = false;
+    this.retryTimer = null;
+    this.graceTimer = null;
+  }
+
+  start() {
+    this.closed = false;
+    this.attempt = 0;
+    this.#setState('connecting');
+    this.#connect();
+  }
+
+  /** Leave for good: close the peer connection and stop reconnecting. */
+  close() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.graceTimer);
+    this.#dropPc();
+    this.#setState('closed');
+  }
+
+  #setState(state, detail = {}) {
+    this.state = state;
+    this.onState(state, detail);
+  }
+
+  #dropPc() {
+    if (this.pc) {
+      const old = this.pc;
+      this.pc = null; // event handlers check identity, so stale events are ignored
+      old.close();
+    }
+  }
+
+  async #connect() {
+    if (this.closed) return;
+    this.#dropPc();
+    // Fetch the ICE config each time: TURN credentials may be short-lived.
+    const iceServers = await getIceServers();
+    if (this.closed) return;
+    const pc = new RTCPeerConnection({ iceServers });
+    this.pc = pc;
+    pc.addEventListener('connectionstatechange', () => this.#onPcState(pc));
+    try {
+      this.setup(pc);
+      await negotiate(pc, this.room, this.token);
+    } catch (err) {
+      if (pc !== this.pc || this.closed) return;
+      if (isFatal(err)) {
+        this.#dropPc();
+        this.#setState('failed', { message: err.message });
+      } else {
+        this.#retry(err.message);
+      }
+    }
+  }
+
+  #onPcState(pc) {
+    if (pc !== this.pc || this.closed) return;
+    switch (pc.connectionState) {
+      case 'connected':
+        this.attempt = 0;
+        clearTimeout(this.graceTimer);
+        this.#setState('connected');
+        break;
+      case 'disconnected':
+        clearTimeout(this.graceTimer);
+        this.graceTimer = setTimeout(() => {
+          if (pc === this.pc && pc.connectionState === 'disconnected') this.#retry('Connection lost.');
+        }, DISCONNECT_GRACE_MS);
+        break;
+      case 'failed':
+        clearTimeout(this.graceTimer);
+        this.#retry('Connection failed.');
+        break;
+      default:
+        break;
+    }
+  }
+
+  #retry(message) {
+    if (this.closed) return;
+    this.#dropPc();
+    if (this.attempt >= MAX_RETRIES) {
+      this.#setState('failed', { message: `${message} Gave up after ${MAX_RETRIES} tries.` });
+      return;
+    }
+    this.attempt += 1;
+    const delayMs = BASE_BACKOFF_MS * 2 ** (this.attempt - 1);
+    this.#setState('reconnecting', { attempt: this.attempt, max: MAX_RETRIES, delayMs, message });
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.#connect(), delayMs);
+  }
+}
+
+/**
+ * Start playing a remote stream with sound. Browsers may block audible autoplay
+ * without a user gesture; then we play muted (so the picture still shows) and
+ * call `onSoundBlocked(unmute)` so the page can offer a "Turn on sound" button.
+ */
+export async function playWithSound(video, onSoundBlocked) {
+  video.muted = false;
+  try {
+    await video.play();
+  } catch (err) {
+    if (err.name !== 'NotAllowedError') return; // e.g. AbortError when srcObject changes
+    video.muted = true;
+    video.play().catch(() => {});
+    onSoundBlocked?.(async () => {
+      video.muted = false;
+      await video.play().catch(() => {});
+    });
+  }
+}
+
+/** Count frames actually presented by a <video> (for tests and diagnostics). */
+export function countFrames(video, onFrame) {
+  if (!('requestVideoFrameCallback' in HTMLVideoElement.prototype)) return;
+  const step = (now, meta) => {
+    onFrame(meta);
+    video.requestVideoFrameCallback(step);
+  };
+  video.requestVideoFrameCallback(step);
+}
+
+/** Plain-language text for getUserMedia errors. */
+export function mediaErrorMessage(err) {
+  switch (err?.name) {
+    case 'NotAllowedError':
+    case 'SecurityError':
+      return 'Access to the camera or microphone was refused. Please allow it in your browser (usually the camera icon in the address bar) and try again.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return 'No camera or microphone was found on this device.';
+    case 'NotReadableError':
+    case 'AbortError':
+      return 'The camera or microphone is being used by another app. Close that app and try again.';
+    default:
+      return `The camera could not be started (${err?.message || err}).`;
+  }
+}
+
+/** True if this browser can do a video call at all (needs https and WebRTC). */
+export function mediaSupported() {
+  return Boolean(window.isSecureContext && navigator.mediaDevices?.getUserMedia && window.RTCPeerConnection);
+}
