@@ -48,7 +48,7 @@ function updateBadge() {
   let key;
   let text;
   if (mp.state === 'connecting' || mp.state === 'starting') [key, text] = ['connecting', 'Connecting…'];
-  else if (mp.state === 'reconnecting') [key, text] = ['connecting', 'Reconnecting…'];
+  else if (mp.state === 'reconnecting' || mp.state === 'disconnected') [key, text] = ['connecting', 'Reconnecting…'];
   else if (mp.state === 'failed') [key, text] = ['error', 'Not connected'];
   else if (mp.state === 'closed') [key, text] = ['off', 'Left'];
   else if (videoTrack && !videoTrack.enabled) [key, text] = ['off', 'Camera off'];

@@ -73,6 +73,7 @@ function isFatal(err) {
  * `setup(pc)` is called for every new RTCPeerConnection and must add the
  * transceivers (in the fixed order the server expects) and the data channel.
  * `onState(state, detail)` receives: 'connecting', 'connected',
+ * 'disconnected' (brief network trouble; may heal by itself),
  * 'reconnecting' ({attempt, max, delayMs}), 'failed' ({message}), 'closed'.
  */
 export class Call {
@@ -150,6 +151,7 @@ export class Call {
         this.#setState('connected');
         break;
       case 'disconnected':
+        this.#setState('disconnected');
         clearTimeout(this.graceTimer);
         this.graceTimer = setTimeout(() => {
           if (pc === this.pc && pc.connectionState === 'disconnected') this.#retry('Connection lost.');

@@ -1,0 +1,306 @@
+// Doctor page: masked patient video, own camera, and live eye-movement traces
+// built from the per-frame mask parameters on the "mask" data channel.
+
+import { roomFromUrl, pollRoomStatus } from './api.js';
+import { Call, openMaskChannel, playWithSound, countFrames, mediaSupported } from './rtc.js';
+import { RingBuffer, BlinkDetector, drawTraces } from './traces.js';
+
+const $ = (id) => document.getElementById(id);
+const patientVideo = $('patient-video');
+const selfView = $('self-view');
+const freezeFrame = $('freeze-frame');
+const freezeButton = $('freeze');
+const statusBadge = $('status');
+const message = $('message');
+const retryButton = $('retry');
+const soundButton = $('sound');
+
+const SPAN_S = 10; // seconds of history shown in the traces
+const DIFF_WINDOW_S = 0.5; // R − L is averaged over this long to steady the number
+const READOUT_INTERVAL_MS = 200;
+const COLORS = { right: '#c62828', left: '#1565c0' }; // right red, left blue (with dashes for colour-blind users)
+const LEFT_DASH = [6, 3];
+
+const samples = new RingBuffer(2048); // ~10 s at up to 200 fps; older samples fall out
+const blinks = { right: new BlinkDetector(), left: new BlinkDetector() };
+let stats = null;
+let frozen = null; // {samples, tEnd} snapshot while frozen
+let dirty = true; // traces need a redraw
+
+// Exposed for automated tests.
+const mp = (window.maskproxy = { framesShown: 0, lastParams: null, samples, blinks, stats: null, frozen: false });
+
+const params = roomFromUrl();
+let localStream = null;
+
+function showMessage(text) {
+  message.textContent = text || '';
+  message.hidden = !text;
+}
+
+const fmtDeg = (v) => (Number.isFinite(v) ? `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(1)}°` : '–');
+const fmtNum = (v, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '–');
+const num = (v) => (Number.isFinite(v) ? v : null);
+
+/* ---------- media and connection ---------- */
+
+/** Camera and mic are optional for the doctor: try both, then each alone. */
+async function getDoctorMedia() {
+  if (!mediaSupported()) return null;
+  const video = { width: 640, height: 480 };
+  for (const constraints of [{ video, audio: true }, { audio: true }, { video }]) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch {
+      // try the next, smaller request
+    }
+  }
+  return null;
+}
+
+/** Transceivers in the order the server expects: (0) video, (1) audio, then the data channel. */
+function setupPeer(pc) {
+  const videoTrack = localStream?.getVideoTracks()[0];
+  const audioTrack = localStream?.getAudioTracks()[0];
+  const videoTr = videoTrack
+    ? pc.addTransceiver(videoTrack, { direction: 'sendrecv', streams: [localStream] })
+    : pc.addTransceiver('video', { direction: 'recvonly' });
+  const audioTr = audioTrack
+    ? pc.addTransceiver(audioTrack, { direction: 'sendrecv', streams: [localStream] })
+    : pc.addTransceiver('audio', { direction: 'recvonly' });
+
+  const remote = new MediaStream();
+  pc.addEventListener('track', (event) => {
+    if (event.transceiver !== videoTr && event.transceiver !== audioTr) return;
+    remote.addTrack(event.track);
+    if (patientVideo.srcObject !== remote) {
+      patientVideo.srcObject = remote;
+      playWithSound(patientVideo, (unmute) => {
+        soundButton.hidden = false;
+        soundButton.onclick = async () => {
+          await unmute();
+          soundButton.hidden = true;
+        };
+      });
+    }
+  });
+
+  openMaskChannel(pc, { onFrame, onStats });
+}
+
+const STATE_TEXT = {
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  disconnected: 'Connection unstable…',
+  reconnecting: 'Reconnecting…',
+  failed: 'Not connected',
+  closed: 'Closed',
+};
+
+function onCallState(state, detail) {
+  statusBadge.dataset.state = state;
+  statusBadge.textContent = STATE_TEXT[state] || state;
+  retryButton.hidden = state !== 'failed';
+  if (state === 'reconnecting') showMessage(`Connection interrupted. Reconnecting (try ${detail.attempt} of ${detail.max})…`);
+  else if (state === 'failed') showMessage(`Could not connect: ${detail.message}`);
+  else if (state === 'connected') showMessage(missingDevicesText());
+}
+
+function missingDevicesText() {
+  const cam = Boolean(localStream?.getVideoTracks().length);
+  const mic = Boolean(localStream?.getAudioTracks().length);
+  if (!cam && !mic) return 'Your camera and microphone are not available: the patient can neither see nor hear you.';
+  if (!cam) return 'Your camera is not available, so the patient cannot see you (they can hear you).';
+  if (!mic) return 'Your microphone is not available, so the patient cannot hear you.';
+  return '';
+}
+
+/* ---------- mask data ---------- */
+
+function onFrame(msg) {
+  if (!Number.isFinite(msg.t)) return;
+  const last = samples.last();
+  if (last && msg.t < last.t) samples.clear(); // server clock restarted (e.g. after a reconnect)
+  samples.push(msg);
+  mp.lastParams = msg;
+  const face = msg.face === true;
+  blinks.right.update(msg.t, face ? msg.right_aperture : NaN);
+  blinks.left.update(msg.t, face ? msg.left_aperture : NaN);
+  dirty = true;
+}
+
+let channelStatsAt = 0;
+function onStats(s, fromChannel = true) {
+  if (!fromChannel && Date.now() - channelStatsAt < 3000) return; // prefer the live channel stats
+  if (fromChannel) channelStatsAt = Date.now();
+  stats = s;
+  mp.stats = s;
+}
+
+/* ---------- drawing ---------- */
+
+const gaze = (eye, axis) => (s) => (s.face ? num(s[`${eye}_gaze_${axis}`]) : null);
+const aperture = (eye) => (s) => (s.face ? num(s[`${eye}_aperture`]) : null);
+const pair = (fn) => [
+  { color: COLORS.right, value: fn('right') },
+  { color: COLORS.left, dash: LEFT_DASH, value: fn('left') },
+];
+
+const plots = [
+  { canvas: $('gaze-yaw'), series: pair((e) => gaze(e, 'yaw')), y: { range: [-30, 30], step: 10, unit: '°', expand: true } },
+  { canvas: $('gaze-pitch'), series: pair((e) => gaze(e, 'pitch')), y: { range: [-20, 20], step: 10, unit: '°', expand: true } },
+  {
+    canvas: $('aperture'),
+    series: pair(aperture),
+    y: { range: [0, 0.5], step: 0.1, decimals: 1, expand: true },
+    marks: [{ value: 0.12, label: 'closed below 0.12' }, { value: 0.18, label: '' }],
+  },
+];
+
+const resizeObserver = new ResizeObserver(() => {
+  dirty = true;
+});
+plots.forEach((p) => resizeObserver.observe(p.canvas));
+
+/** What to display: the frozen snapshot, or the live last 10 s. */
+function currentView() {
+  if (frozen) return frozen;
+  const tEnd = samples.last()?.t ?? SPAN_S;
+  return { tEnd, samples: samples.since(tEnd - SPAN_S - 0.5) };
+}
+
+function mean(list, fn) {
+  let sum = 0;
+  let n = 0;
+  for (const s of list) {
+    const v = fn(s);
+    if (Number.isFinite(v)) {
+      sum += v;
+      n += 1;
+    }
+  }
+  return n ? sum / n : NaN;
+}
+
+function setText(id, text) {
+  const el = $(id);
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function updateReadouts(view) {
+  const last = view.samples[view.samples.length - 1];
+  const face = last?.face === true;
+  const v = (key) => (face ? last[key] : NaN);
+  setText('r-yaw', fmtDeg(v('right_gaze_yaw')));
+  setText('l-yaw', fmtDeg(v('left_gaze_yaw')));
+  setText('r-pitch', fmtDeg(v('right_gaze_pitch')));
+  setText('l-pitch', fmtDeg(v('left_gaze_pitch')));
+  setText('r-ap', fmtNum(v('right_aperture')));
+  setText('l-ap', fmtNum(v('left_aperture')));
+
+  const recent = view.samples.filter((s) => s.face && s.t >= view.tEnd - DIFF_WINDOW_S);
+  setText('d-yaw', fmtDeg(mean(recent, (s) => s.right_gaze_yaw - s.left_gaze_yaw)));
+  setText('d-pitch', fmtDeg(mean(recent, (s) => s.right_gaze_pitch - s.left_gaze_pitch)));
+  setText('head', face ? `${fmtDeg(last.head_yaw)} / ${fmtDeg(last.head_pitch)} / ${fmtDeg(last.head_roll)}` : '–');
+  setText('face', last ? (face ? 'Yes' : 'No') : '–');
+
+  for (const [eye, prefix] of [['right', 'r'], ['left', 'l']]) {
+    setText(`${prefix}-blinks`, String(blinks[eye].count));
+    const rate = blinks[eye].ratePerMinute();
+    setText(`${prefix}-rate`, rate === null ? '–' : rate.toFixed(0));
+  }
+
+  setText('fps', Number.isFinite(stats?.fps) ? `${stats.fps.toFixed(1)} fps` : '–');
+  const lat = stats?.latency_ms;
+  setText('latency', lat && Number.isFinite(lat.p50) ? `${lat.p50.toFixed(0)} / ${lat.p95.toFixed(0)} ms` : '–');
+  setText('dropped', Number.isFinite(stats?.dropped) ? String(stats.dropped) : '–');
+}
+
+let lastReadout = 0;
+function animate(now) {
+  requestAnimationFrame(animate);
+  const view = dirty || now - lastReadout > READOUT_INTERVAL_MS ? currentView() : null;
+  if (dirty) {
+    dirty = false;
+    for (const p of plots) {
+      drawTraces(p.canvas, view.samples, { tEnd: view.tEnd, span: SPAN_S, series: p.series, y: p.y, marks: p.marks });
+    }
+  }
+  if (now - lastReadout > READOUT_INTERVAL_MS) {
+    lastReadout = now;
+    updateReadouts(view);
+  }
+}
+requestAnimationFrame(animate);
+
+/* ---------- freeze ---------- */
+
+function setFrozen(on) {
+  if (on) {
+    const view = currentView();
+    frozen = { tEnd: view.tEnd, samples: view.samples };
+    // Keep the current picture: copy it into a canvas laid over the (still running) video.
+    if (patientVideo.videoWidth) {
+      freezeFrame.width = patientVideo.videoWidth;
+      freezeFrame.height = patientVideo.videoHeight;
+      freezeFrame.getContext('2d').drawImage(patientVideo, 0, 0);
+      freezeFrame.hidden = false;
+    }
+  } else {
+    frozen = null;
+    freezeFrame.hidden = true;
+  }
+  mp.frozen = on;
+  $('frozen-label').hidden = !on;
+  freezeButton.textContent = on ? 'Resume' : 'Freeze';
+  freezeButton.setAttribute('aria-pressed', String(on));
+  dirty = true;
+  lastReadout = 0; // refresh the numbers at once
+}
+
+freezeButton.addEventListener('click', () => setFrozen(!frozen));
+
+$('reset-blinks').addEventListener('click', () => {
+  blinks.right.reset();
+  blinks.left.reset();
+  lastReadout = 0;
+});
+
+/* ---------- start ---------- */
+
+countFrames(patientVideo, () => {
+  mp.framesShown += 1;
+});
+
+async function main() {
+  if (!params) {
+    onCallState('failed', { message: 'this link is incomplete. Please open the full doctor link.' });
+    retryButton.hidden = true;
+    return;
+  }
+  if (!mediaSupported()) {
+    onCallState('failed', { message: 'this browser cannot make video calls here (it needs an up-to-date browser and an https:// address).' });
+    retryButton.hidden = true;
+    return;
+  }
+  localStream = await getDoctorMedia();
+  const ownVideo = localStream?.getVideoTracks()[0];
+  if (ownVideo) selfView.srcObject = new MediaStream([ownVideo]);
+  else selfView.hidden = true;
+
+  const call = new Call({ room: params.room, token: params.token, setup: setupPeer, onState: onCallState });
+  call.start();
+  retryButton.addEventListener('click', () => call.start());
+  window.addEventListener('pagehide', () => call.close());
+
+  pollRoomStatus(params.room, params.token, (status) => {
+    if (!status) return;
+    const here = Boolean(status.patient?.connected);
+    $('patient-waiting').hidden = here;
+    setText('presence', here ? 'Patient is in the consult' : 'Patient has not joined yet');
+    // Stats normally arrive on the data channel; the polled ones fill in when it is quiet.
+    if (status.mask) onStats(status.mask, false);
+  });
+}
+
+main();
