@@ -29,13 +29,12 @@ import numpy as np
 import onnx
 import tflite
 from onnx import TensorProto, helper, numpy_helper
+from tflite.AddOptions import AddOptions
 from tflite.BuiltinOperator import BuiltinOperator
-from tflite.Conv2DOptions import Conv2DOptions
 from tflite.ConcatenationOptions import ConcatenationOptions
+from tflite.Conv2DOptions import Conv2DOptions
 from tflite.DepthwiseConv2DOptions import DepthwiseConv2DOptions
 from tflite.Pool2DOptions import Pool2DOptions
-from tflite.AddOptions import AddOptions
-from tflite.ReshapeOptions import ReshapeOptions
 
 MODELS = {
     "face_detection_short_range": "mediapipe/modules/face_detection/face_detection_short_range.tflite",
@@ -132,7 +131,7 @@ class Converter:
     def same_pads(size: list[int], kernel: list[int], stride: list[int], dilation: list[int]) -> list[int]:
         """TensorFlow SAME padding as explicit ONNX pads (extra pixel at the end)."""
         begin, end = [], []
-        for n, k, s, d in zip(size, kernel, stride, dilation):
+        for n, k, s, d in zip(size, kernel, stride, dilation, strict=True):
             out = -(-n // s)
             total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
             begin.append(total // 2)

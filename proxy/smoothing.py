@@ -6,6 +6,11 @@ almost unfiltered. That is what nystagmus needs: an 8 Hz oscillation of a few
 pixels moves fast enough to open the filter, so it is neither damped nor
 delayed by more than a fraction of a frame, while the jitter of a still eye is
 removed.
+
+One change from the paper: the cut-off follows a low-pass of the *speed*
+(|dx/dt|) rather than the magnitude of a low-passed velocity. An oscillation
+has a mean velocity of zero, so the original's smoothed velocity stays small
+and it damps 8 Hz nystagmus to about 60 %; the speed envelope does not.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ class OneEuroFilter:
 
     ``min_cutoff`` (Hz) sets the smoothing of still points; ``beta`` (Hz per
     unit/s) how fast the cut-off opens with speed; ``d_cutoff`` (Hz) smooths
-    the speed estimate itself.
+    the speed estimate itself. Units are whatever ``x`` is in; the tracker
+    passes face-size units.
     """
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 100.0, d_cutoff: float = 1.0) -> None:
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 300.0, d_cutoff: float = 1.0) -> None:
         self.min_cutoff = min_cutoff
         self.beta = beta
         self.d_cutoff = d_cutoff
@@ -47,9 +53,9 @@ class OneEuroFilter:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
             return x
         dt = t - self._t
-        dx = (x - self._x) / dt
-        self._dx = self._dx + _alpha(self.d_cutoff, dt) * (dx - self._dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        speed = np.abs(x - self._x) / dt
+        self._dx = self._dx + _alpha(self.d_cutoff, dt) * (speed - self._dx)
+        cutoff = self.min_cutoff + self.beta * self._dx
         self._x = self._x + _alpha(cutoff, dt) * (x - self._x)
         self._t = t
         return self._x.copy()

@@ -24,6 +24,7 @@ image's left in an unmirrored camera picture.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -153,10 +154,13 @@ class FaceTracker:
         self._mesh_input = self.mesh.get_inputs()[0].name
         self._iris_input = self.iris.get_inputs()[0].name
         self.smoothing = smoothing
-        self._mesh_filter = OneEuroFilter(min_cutoff=1.0, beta=40.0)
-        self._eye_filter = OneEuroFilter(min_cutoff=1.5, beta=120.0)
+        # Eyes: nystagmus up to 8 Hz must pass (see tests/test_tracker.py); head: steadier.
+        self._mesh_filter = OneEuroFilter(min_cutoff=1.0, beta=120.0)
+        self._eye_filter = OneEuroFilter(min_cutoff=1.5, beta=300.0)
         self._roi: Roi | None = None
         self.detector_runs = 0
+        #: Milliseconds spent in each stage on the last frame (detect, mesh, eyes, smooth).
+        self.timings: dict[str, float] = {}
 
     def reset(self) -> None:
         self._roi = None
@@ -182,28 +186,42 @@ class FaceTracker:
         ``t`` is the frame's time in seconds, used by the smoothing filter;
         without it frames are not smoothed.
         """
+        clock = time.perf_counter
+        timings = {"detect": 0.0, "mesh": 0.0, "eyes": 0.0, "smooth": 0.0}
+        self.timings = timings
         rgb = self.as_rgb(frame)
         if rgb.shape[0] < 16 or rgb.shape[1] < 16:
             self.reset()
             return None
         result = None
+        start = clock()
         if self._roi is not None:
             result = self._run_mesh(rgb, self._roi)
+        timings["mesh"] = (clock() - start) * 1000
         if result is None:
             self._roi = None
             self._mesh_filter.reset()
             self._eye_filter.reset()
             self.detector_runs += 1
+            start = clock()
             detections = self.detector.detect(rgb)
+            timings["detect"] = (clock() - start) * 1000
             if detections:
+                start = clock()
                 result = self._run_mesh(rgb, roi_from_detection(detections[0]))
+                timings["mesh"] += (clock() - start) * 1000
         if result is None:
             self._roi = None
             return None
         landmarks, presence, roi = result
+        start = clock()
         if self.smoothing and t is not None:
             landmarks = self._smooth(self._mesh_filter, landmarks, roi.size, t)
+        timings["smooth"] = (clock() - start) * 1000
+        start = clock()
         track = self._run_eyes(rgb, landmarks, presence, roi)
+        timings["eyes"] = (clock() - start) * 1000
+        start = clock()
         if self.smoothing and t is not None:
             eyes = np.concatenate([track.right_eye, track.left_eye, track.right_iris, track.left_iris])
             eyes = self._smooth(self._eye_filter, eyes, roi.size, t)
@@ -213,6 +231,7 @@ class FaceTracker:
         track.landmarks[list(RIGHT_EYE_CONTOUR), :2] = track.right_eye[:16, :2]
         track.landmarks[list(LEFT_EYE_CONTOUR), :2] = track.left_eye[:16, :2]
         self._roi = roi_from_landmarks(track.landmarks)
+        timings["smooth"] += (clock() - start) * 1000
         return track
 
     @staticmethod

@@ -47,7 +47,7 @@ function updateBadge() {
   const videoTrack = localStream?.getVideoTracks()[0];
   let key;
   let text;
-  if (mp.state === 'connecting' || mp.state === 'starting') [key, text] = ['connecting', 'Connecting…'];
+  if (mp.state === 'intro' || mp.state === 'connecting' || mp.state === 'starting') [key, text] = ['connecting', 'Connecting…'];
   else if (mp.state === 'reconnecting' || mp.state === 'disconnected') [key, text] = ['connecting', 'Reconnecting…'];
   else if (mp.state === 'failed') [key, text] = ['error', 'Not connected'];
   else if (mp.state === 'closed') [key, text] = ['off', 'Left'];

@@ -142,7 +142,7 @@ export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks 
   ctx.clearRect(0, 0, W, H);
 
   const s = { bg: '#fff', grid: '#e3e6ea', zero: '#9aa3ad', text: '#4a5561', font: '11px system-ui, sans-serif', ...style };
-  const pad = { left: 44, right: 10, top: 8, bottom: 22 };
+  const pad = { left: 44, right: 16, top: 8, bottom: 22 };
   const pw = W - pad.left - pad.right;
   const ph = H - pad.top - pad.bottom;
   if (pw <= 0 || ph <= 0) return;

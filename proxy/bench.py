@@ -1,0 +1,278 @@
+"""``maskproxy bench``: how fast is masking, stage by stage, against what any proxy pays.
+
+It runs the pipeline as the live proxy does (decode -> track -> retarget ->
+render and read back -> VP8 encode with aiortc's own encoder) over a clip, and
+two baselines in the same run: passthrough (decode -> encode: the floor) and
+blur (face detector -> Gaussian blur of the face box -> encode). Optionally
+MediaPipe's FaceMesh on the same frames, in its own interpreter (mediapipe
+pins numpy<2, so it lives in a separate virtual environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from proxy.resources import ROOT
+
+DEFAULT_CLIPS = ROOT.parent / "shared" / "data" / "videos"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clip", type=Path, help="video to run (default: a clip from ../shared/data/videos, "
+                        "else a synthetic one)")
+    parser.add_argument("--size", default="640x480", help="frame size WxH the clip is scaled to (default 640x480)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds of video to process per run (30 fps)")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime and OpenCV threads (default 1)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON object holding every figure")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the passthrough and blur baselines")
+    parser.add_argument("--mediapipe-python", default=os.environ.get("MASKPROXY_MEDIAPIPE_PYTHON"),
+                        help="python interpreter with mediapipe==0.10.21, for the FaceMesh baseline "
+                        "(or set MASKPROXY_MEDIAPIPE_PYTHON)")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"maskproxy bench: --size must look like 640x480, not {text!r}") from None
+    if not (16 <= width <= 4096 and 16 <= height <= 4096):
+        raise SystemExit("maskproxy bench: --size out of range")
+    return width, height
+
+
+def default_clip() -> Path | None:
+    for name in ("d6.mp4", "d3.mp4"):
+        if (DEFAULT_CLIPS / name).exists():
+            return DEFAULT_CLIPS / name
+    clips = sorted(DEFAULT_CLIPS.glob("*.mp4")) if DEFAULT_CLIPS.exists() else []
+    return clips[0] if clips else None
+
+
+def synthetic_clip(path: Path, seconds: float = 4.0) -> Path:
+    """A clip of the avatar itself moving its head and eyes: a face without real data."""
+    from proxy.params import MaskParams
+    from proxy.renderer import AvatarRenderer
+
+    with av.open(str(path), "w") as container, AvatarRenderer(640, 480) as renderer:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for i in range(int(seconds * 30)):
+            t = i / 30
+            params = MaskParams(frame=i, t=t, face=True, head_yaw=15 * np.sin(t), head_pitch=5 * np.sin(0.7 * t),
+                                right_gaze_yaw=20 * np.sin(2 * t), left_gaze_yaw=20 * np.sin(2 * t))
+            frame = av.VideoFrame.from_ndarray(renderer.render(params), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def load_frames(clip: Path, size: tuple[int, int], count: int) -> list[av.VideoFrame]:
+    """Decoded frames in the clip's own format, looped to ``count`` (decode is timed separately)."""
+    frames: list[av.VideoFrame] = []
+    while len(frames) < count:
+        with av.open(str(clip)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame)
+                if len(frames) >= count:
+                    break
+        if not frames:
+            raise SystemExit(f"maskproxy bench: {clip} has no video frames")
+    return frames
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values) if values else np.zeros(1)
+    return {"p50": round(float(np.percentile(array, 50)), 3), "p95": round(float(np.percentile(array, 95)), 3)}
+
+
+class Encoder:
+    """aiortc's VP8 encoder, exactly as a live consult uses it."""
+
+    def __init__(self) -> None:
+        from aiortc.codecs import get_encoder
+        from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+        self.encoder = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+        self.pts = 0
+
+    def encode(self, rgb: np.ndarray) -> int:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self.pts
+        frame.time_base = Fraction(1, 90000)
+        self.pts += 3000
+        payloads, _ = self.encoder.encode(frame)
+        return sum(len(p) for p in payloads)
+
+
+def run_pipeline(frames: list[av.VideoFrame], size: tuple[int, int], threads: int) -> dict[str, Any]:
+    from proxy.pipeline import MaskPipeline
+
+    width, height = size
+    stages: dict[str, list[float]] = defaultdict(list)
+    encoder = Encoder()
+    faces = 0
+    with MaskPipeline(threads=threads) as pipeline:
+        # warm-up: sessions, GL context and encoder allocate on first use
+        for frame in frames[:10]:
+            rgb = frame.reformat(width, height, format="rgb24").to_ndarray()
+            encoder.encode(pipeline.process(rgb, 0.0, 0)[1])
+        pipeline.tracker.reset()
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        wall0 = time.perf_counter()
+        for index, frame in enumerate(frames):
+            t = index / 30
+            start = time.perf_counter()
+            rgb = frame.reformat(width, height, format="rgb24").to_ndarray()
+            decoded = time.perf_counter()
+            params, out = pipeline.process(rgb, t, index)
+            encode_start = time.perf_counter()
+            encoder.encode(out)
+            end = time.perf_counter()
+            faces += params.face
+            stages["decode"].append((decoded - start) * 1000)
+            for key, value in pipeline.timings.items():
+                stages[key].append(value)
+            stages["encode"].append((end - encode_start) * 1000)
+            stages["total"].append((end - start) * 1000)
+        wall = time.perf_counter() - wall0
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {
+        "fps": round(len(frames) / wall, 2),
+        "ms_per_frame": round(wall * 1000 / len(frames), 3),
+        "cpu_s_per_frame": round(cpu / len(frames), 5),
+        "face_rate": round(faces / len(frames), 3),
+        "stages": {k: percentiles(v) for k, v in stages.items()},
+    }
+
+
+def run_passthrough(frames: list[av.VideoFrame], size: tuple[int, int]) -> float:
+    width, height = size
+    encoder = Encoder()
+    for frame in frames[:10]:
+        encoder.encode(frame.reformat(width, height, format="rgb24").to_ndarray())
+    start = time.perf_counter()
+    for frame in frames:
+        encoder.encode(frame.reformat(width, height, format="rgb24").to_ndarray())
+    return (time.perf_counter() - start) * 1000 / len(frames)
+
+
+def run_blur(frames: list[av.VideoFrame], size: tuple[int, int], threads: int) -> float:
+    """deface-style anonymisation: detect on every frame, blur each face box, encode."""
+    from proxy.detector import FaceDetector
+
+    width, height = size
+    detector = FaceDetector(threads)
+    encoder = Encoder()
+
+    def one(frame: av.VideoFrame) -> None:
+        rgb = frame.reformat(width, height, format="rgb24").to_ndarray()
+        for detection in detector.detect(rgb):
+            x0, y0, x1, y1 = detection.box
+            cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 0.65
+            a, b = max(0, int(cx - half)), max(0, int(cy - half))
+            c, d = min(width, int(cx + half)), min(height, int(cy + half))
+            if c > a and d > b:
+                rgb[b:d, a:c] = cv2.GaussianBlur(rgb[b:d, a:c], (0, 0), sigmaX=max(2.0, half / 6))
+        encoder.encode(rgb)
+
+    for frame in frames[:10]:
+        one(frame)
+    start = time.perf_counter()
+    for frame in frames:
+        one(frame)
+    return (time.perf_counter() - start) * 1000 / len(frames)
+
+
+MEDIAPIPE_SCRIPT = r"""
+import json, sys, time
+import cv2, mediapipe as mp
+clip, width, height, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+frames = []
+while len(frames) < count:
+    cap = cv2.VideoCapture(clip)
+    while len(frames) < count:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(cv2.resize(bgr, (width, height)), cv2.COLOR_BGR2RGB))
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=True, max_num_faces=1)
+for f in frames[:10]:
+    mesh.process(f)
+start = time.perf_counter(); found = 0
+for f in frames:
+    found += mesh.process(f).multi_face_landmarks is not None
+elapsed = time.perf_counter() - start
+print(json.dumps({"ms_per_frame": elapsed * 1000 / len(frames), "face_rate": found / len(frames)}))
+"""
+
+
+def run_mediapipe(python: str, clip: Path, size: tuple[int, int], count: int) -> dict[str, float] | str:
+    try:
+        command = [python, "-c", MEDIAPIPE_SCRIPT, str(clip), str(size[0]), str(size[1]), str(count)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "GLOG_minloglevel": "2"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"not run ({exc.__class__.__name__})"
+    if done.returncode != 0:
+        return "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    cv2.setNumThreads(args.threads)
+    size = parse_size(args.size)
+    clip = args.clip or default_clip()
+    if clip is None:
+        clip = synthetic_clip(Path(os.environ.get("TMPDIR", "/tmp")) / "maskproxy-bench-synthetic.mp4")
+        print(f"no ../shared/data/videos: using a synthetic clip of the avatar ({clip})", file=sys.stderr)
+    count = max(30, int(args.seconds * 30))
+    frames = load_frames(clip, size, count)
+    report: dict[str, Any] = {"clip": str(clip), "size": f"{size[0]}x{size[1]}", "threads": args.threads,
+                              "frames": count}
+    report.update(run_pipeline(frames, size, args.threads))
+    if not args.no_baselines:
+        report["passthrough_ms_per_frame"] = round(run_passthrough(frames, size), 3)
+        report["blur_ms_per_frame"] = round(run_blur(frames, size, args.threads), 3)
+    if args.mediapipe_python:
+        report["mediapipe_facemesh"] = run_mediapipe(args.mediapipe_python, clip, size, count)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    print(f"clip {report['clip']}  size {report['size']}  threads {args.threads}  frames {count}")
+    print(f"{'stage':<16}{'p50 ms':>10}{'p95 ms':>10}")
+    for name, value in report["stages"].items():
+        print(f"{name:<16}{value['p50']:>10.3f}{value['p95']:>10.3f}")
+    print(f"sustained {report['fps']:.1f} fps, {report['ms_per_frame']:.2f} ms/frame, "
+          f"{report['cpu_s_per_frame'] * 1000:.2f} CPU ms/frame, face found on {report['face_rate']:.0%}")
+    if "passthrough_ms_per_frame" in report:
+        ratio = report["ms_per_frame"] / max(report["passthrough_ms_per_frame"], 1e-6)
+        print(f"passthrough {report['passthrough_ms_per_frame']:.2f} ms/frame (mask is {ratio:.1f}x), "
+              f"blur {report['blur_ms_per_frame']:.2f} ms/frame")
+    if "mediapipe_facemesh" in report:
+        mp = report["mediapipe_facemesh"]
+        if isinstance(mp, dict):
+            ours = report["stages"]["track"]["p50"]
+            print(f"MediaPipe FaceMesh (refine_landmarks) {mp['ms_per_frame']:.2f} ms/frame; our tracker p50 "
+                  f"{ours:.2f} ms ({ours / mp['ms_per_frame']:.1f}x)")
+        else:
+            print(f"MediaPipe FaceMesh: {mp}")
+    print(f"peak RSS {report['peak_rss_mb']:.0f} MB")
+    if args.json:
+        print(json.dumps(report))
+    return 0

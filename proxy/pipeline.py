@@ -1,0 +1,84 @@
+"""The masking pipeline for one stream: camera frame in, avatar frame out.
+
+    rgb frame --FaceTracker--> FaceTrack --Retargeter--> MaskParams --AvatarRenderer--> rgb frame
+
+This is the only path from a patient's picture to anything that leaves the
+proxy, and the picture stops at the tracker: the output buffer is written by
+the renderer from :class:`~proxy.params.MaskParams` alone. ``maskproxy mask``,
+``maskproxy bench`` and the live proxy's workers all run this class.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from proxy.params import MaskParams
+from proxy.renderer import AvatarRenderer
+from proxy.retarget import Retargeter
+from proxy.tracker import FaceTracker
+
+#: Frames larger than this (pixels) are tracked on a downscaled copy: the models
+#: see 192x192 and 64x64 crops, so a bigger frame only costs time.
+MAX_TRACK_PIXELS = 1280 * 720
+
+
+class MaskPipeline:
+    """Tracker, retargeter and renderer of one stream. Not thread-safe; ``close()`` when done."""
+
+    def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS) -> None:
+        self.tracker = FaceTracker(threads=threads)
+        self.retarget = Retargeter()
+        self.renderer: AvatarRenderer | None = None
+        self.max_track_pixels = max_track_pixels
+        #: Milliseconds per stage on the last frame.
+        self.timings: dict[str, float] = {}
+
+    def track(self, rgb: np.ndarray, t: float, index: int) -> MaskParams:
+        """Measure one frame: the patient's picture goes in, only parameters come out."""
+        height, width = rgb.shape[:2]
+        start = time.perf_counter()
+        scale = 1.0
+        if width * height > self.max_track_pixels:
+            scale = (self.max_track_pixels / (width * height)) ** 0.5
+            rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
+                             interpolation=cv2.INTER_AREA)
+        track = self.tracker.process(rgb, t)
+        middle = time.perf_counter()
+        small_h, small_w = rgb.shape[:2]
+        params = self.retarget(track, small_w, small_h, index, t)
+        end = time.perf_counter()
+        self.timings = {f"track.{k}": v for k, v in self.tracker.timings.items()}
+        self.timings["track"] = (middle - start) * 1000
+        self.timings["retarget"] = (end - middle) * 1000
+        return params
+
+    def render(self, params: MaskParams, width: int, height: int) -> np.ndarray:
+        """The avatar for ``params`` at the given size (RGB, uint8)."""
+        start = time.perf_counter()
+        if self.renderer is None:
+            self.renderer = AvatarRenderer(width, height)
+        elif (self.renderer.width, self.renderer.height) != (width, height):
+            self.renderer.resize(width, height)
+        frame = self.renderer.render(params)
+        self.timings["render"] = (time.perf_counter() - start) * 1000
+        return frame
+
+    def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
+        """Track then render one frame; the output has the input's size."""
+        height, width = rgb.shape[:2]
+        params = self.track(rgb, t, index)
+        return params, self.render(params, width, height)
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+
+    def __enter__(self) -> MaskPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
