@@ -24,6 +24,15 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from proxy.config import Config
+    from proxy.server import run_server
+
+    config = Config.from_env(host=args.host, port=args.port, public_url=args.public_url,
+                             max_consults=args.max_consults, threads=args.threads)
+    return run_server(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskproxy",
@@ -41,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--landmarks", action="store_true",
                        help="also print the 468-point mesh and per-eye contour and iris points (pixels)")
     track.set_defaults(handler=_track)
+
+    serve = commands.add_parser("serve", help="run the consult proxy (HTTP API, pages, WebRTC)",
+                                description="Run the proxy. The API key comes from MASKPROXY_API_KEY; "
+                                "when unset, one is generated and printed.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--public-url", help="base URL for the links handed out (default: the request's host)")
+    serve.add_argument("--max-consults", type=int, default=None, help="concurrent consults (default 8)")
+    serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per consult (default 1)")
+    serve.set_defaults(handler=_serve)
 
     from proxy.bench import add_arguments as bench_arguments
 

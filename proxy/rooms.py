@@ -1,0 +1,396 @@
+"""Consult rooms: who may join, the peer connections, and the media wiring between them.
+
+A room has two roles, each holding at most one peer connection (a second
+connection for a role replaces the first: a reloaded tab rejoins):
+
+* patient: sends camera and microphone; receives the masked stream (its own
+  self-view, exactly what the doctor sees), the doctor's audio and video.
+* doctor: sends camera and microphone; receives the masked stream and the
+  patient's audio.
+
+The patient's camera frames go only to the room's :class:`MaskWorker`; what
+leaves is the :class:`MaskedVideoTrack`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from proxy.config import Config
+from proxy.params import MaskParams
+from proxy.stats import RollingStats
+from proxy.tracks import MaskedVideoTrack, SwitchableTrack
+from proxy.worker import MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
+
+log = logging.getLogger(__name__)
+
+PATIENT, DOCTOR = "patient", "doctor"
+#: A worker busy on one frame for longer than this is stalled: the doctor gets the fault card.
+STALL_SECONDS = 1.0
+
+
+class OfferError(ValueError):
+    """The offer cannot be used (bad SDP, missing media)."""
+
+
+def _ice_servers(config: Config) -> list[RTCIceServer]:
+    servers = []
+    for server in config.ice_servers:
+        servers.append(RTCIceServer(urls=server["urls"], username=server.get("username"),
+                                    credential=server.get("credential")))
+    return servers
+
+
+class IdlePictures:
+    """Pictures sent when no masked frame is due: the neutral avatar, or the fault card.
+
+    The neutral avatar is rendered once per process from ``MaskParams.neutral()``
+    (no patient data) and scaled to each size.
+    """
+
+    _neutral: np.ndarray | None = None
+
+    @classmethod
+    def neutral(cls, width: int, height: int) -> np.ndarray:
+        if cls._neutral is None:
+            try:
+                from proxy.renderer import AvatarRenderer
+
+                with AvatarRenderer(640, 480) as renderer:
+                    cls._neutral = renderer.render(MaskParams.neutral())
+            except Exception as exc:  # noqa: BLE001 - no GL: fall back to the card
+                log.warning("cannot render the neutral avatar (%s); using the placeholder card", exc)
+                cls._neutral = fault_placeholder(640, 480)
+        image = cls._neutral
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return image
+
+
+@dataclass
+class Peer:
+    role: str
+    pc: RTCPeerConnection
+    channel: Any = None  #: the "mask" RTCDataChannel, once the browser opens it
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  #: incoming, by kind
+    connected_at: float = field(default_factory=time.monotonic)
+    disconnected_since: float | None = None
+
+
+class Room:
+    """One consult. Created by the API, closed by the API, by expiry or at shutdown."""
+
+    def __init__(self, room_id: str, config: Config) -> None:
+        self.id = room_id
+        self.config = config
+        self.patient_token = secrets.token_urlsafe(24)
+        self.doctor_token = secrets.token_urlsafe(24)
+        self.created = time.monotonic()
+        self.last_active = self.created
+        self.peers: dict[str, Peer] = {}
+        self.stats = RollingStats()
+        self.relay = MediaRelay()
+        self.face = False
+        self.size = (640, 480)
+        self.closed = False
+        self._worker: MaskWorker | None = None
+        self._loop = asyncio.get_running_loop()
+        self.masked = MaskedVideoTrack(self._idle_frame, on_sent=self._sent)
+        self._stats_task = asyncio.create_task(self._send_stats())
+
+    # -- roles and tokens ------------------------------------------------
+    def role_for(self, token: str) -> str | None:
+        if hmac.compare_digest(token.encode(), self.patient_token.encode()):
+            return PATIENT
+        if hmac.compare_digest(token.encode(), self.doctor_token.encode()):
+            return DOCTOR
+        return None
+
+    # -- state -----------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        worker = self._worker
+        return {
+            "room": self.id,
+            "patient": {"connected": self._connected(PATIENT)},
+            "doctor": {"connected": self._connected(DOCTOR)},
+            "mask": {
+                "fps": round(self.stats.fps(), 1),
+                "frames": self.stats.frames,
+                "dropped": worker.dropped if worker else 0,
+                "errors": worker.errors if worker else 0,
+                "face": self.face,
+                "latency_ms": self.stats.latency(),
+                "size": f"{self.size[0]}x{self.size[1]}",
+            },
+        }
+
+    def _connected(self, role: str) -> bool:
+        peer = self.peers.get(role)
+        return peer is not None and peer.pc.connectionState in ("new", "connecting", "connected")
+
+    # -- negotiation -----------------------------------------------------
+    async def answer(self, role: str, sdp: str) -> RTCSessionDescription:
+        """Accept ``role``'s offer, replacing its previous connection, and return the answer."""
+        self.last_active = time.monotonic()
+        old = self.peers.pop(role, None)
+        if old is not None:
+            log.info("room %s: %s reconnected, closing the previous connection", self.id, role)
+            await self._close_peer(old)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(self.config)))
+        peer = Peer(role, pc)
+        self.peers[role] = peer
+        try:
+            await self._negotiate(peer, sdp)
+        except Exception:
+            self.peers.pop(role, None)
+            await pc.close()
+            raise
+        log.info("room %s: %s joined", self.id, role)
+        return pc.localDescription
+
+    async def _negotiate(self, peer: Peer, sdp: str) -> None:
+        pc = peer.pc
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._incoming(peer, track)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            if channel.label == "mask":
+                peer.channel = channel
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                peer.disconnected_since = None
+            elif state == "disconnected":
+                peer.disconnected_since = time.monotonic()
+            elif state in ("failed", "closed") and self.peers.get(peer.role) is peer:
+                log.info("room %s: %s connection %s", self.id, peer.role, state)
+                self.peers.pop(peer.role, None)
+                await self._close_peer(peer)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError and others on bad SDP
+            raise OfferError(f"invalid SDP offer: {exc}") from None
+        transceivers = pc.getTransceivers()
+        videos = [t for t in transceivers if t.kind == "video"]
+        audios = [t for t in transceivers if t.kind == "audio"]
+        if not videos:
+            raise OfferError("the offer has no video section")
+
+        # (handlers first: aiortc emits "track" while applying the offer)
+        # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio].
+        self._send(videos[0], self.relay.subscribe(self.masked, buffered=False))
+        if peer.role == PATIENT:
+            if audios:
+                self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(DOCTOR, "audio")))
+            if len(videos) > 1:
+                self._send(videos[1], SwitchableTrack("video", lambda: self._incoming_track(DOCTOR, "video"),
+                                                      self._waiting_frame))
+        elif audios:
+            self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(PATIENT, "audio")))
+        for transceiver in videos:
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs
+                                                                            if c.mimeType == "video/rtx"]
+            transceiver.setCodecPreferences(preferred)
+        await pc.setLocalDescription(await pc.createAnswer())
+
+    @staticmethod
+    def _send(transceiver: Any, track: MediaStreamTrack) -> None:
+        transceiver.sender.replaceTrack(track)
+        transceiver.direction = "sendrecv"
+
+    def _incoming_track(self, role: str, kind: str) -> MediaStreamTrack | None:
+        peer = self.peers.get(role)
+        return peer.tracks.get(kind) if peer else None
+
+    def _incoming(self, peer: Peer, track: MediaStreamTrack) -> None:
+        """A browser's track arrived. The patient's video goes to the worker and nowhere else."""
+        if peer.role == PATIENT and track.kind == "video":
+            if "video" in peer.tracks:
+                return  # only the first camera track is masked; any other is ignored, never forwarded
+            peer.tracks["video"] = track
+            peer.tasks.append(asyncio.create_task(self._consume_camera(peer, track)))
+            return
+        if track.kind in peer.tracks:
+            return
+        peer.tracks[track.kind] = track
+
+    async def _consume_camera(self, peer: Peer, track: MediaStreamTrack) -> None:
+        worker = self._ensure_worker()
+        first = True
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if first:
+                log.info("room %s: camera %dx%d", self.id, frame.width, frame.height)
+                first = False
+            self.last_active = time.monotonic()
+            if self._worker is not worker or not worker.alive:
+                worker = self._ensure_worker()
+            worker.submit(frame, time.monotonic())
+
+    # -- masking ---------------------------------------------------------
+    def _ensure_worker(self) -> MaskWorker:
+        if self._worker is None or not self._worker.alive:
+            if self._worker is not None:
+                log.error("room %s: masking worker died; starting a new one", self.id)
+            self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads)
+            self._worker.start()
+        return self._worker
+
+    def _on_result(self, result: MaskResult) -> None:
+        if self.closed:
+            return
+        self.face = result.params.face
+        self.size = (result.frame.width, result.frame.height)
+        self.masked.push(result.frame, result.received)
+        message = json.dumps(result.params.to_json())
+        for peer in self.peers.values():
+            self._send_text(peer, message)
+
+    def _sent(self, received: object) -> None:
+        latency = (time.monotonic() - received) * 1000 if isinstance(received, float) else None
+        self.stats.record(latency)
+
+    def _idle_frame(self) -> av.VideoFrame:
+        """What the masked track shows when no masked frame is due."""
+        width, height = self.size
+        worker = self._worker
+        stalled = worker is not None and (not worker.alive or (
+            worker.busy_since is not None and time.monotonic() - worker.busy_since > STALL_SECONDS))
+        camera_on = self._incoming_track(PATIENT, "video") is not None
+        image = fault_placeholder(width, height) if stalled or (camera_on and worker is not None and
+                                                                 worker.errors and not self.face) \
+            else IdlePictures.neutral(width, height)
+        if stalled:
+            self.face = False
+        return rgb_to_frame(image)
+
+    def _waiting_frame(self) -> av.VideoFrame:
+        """Shown to the patient in place of the doctor's camera until it arrives."""
+        return rgb_to_frame(np.full((360, 640, 3), (40, 44, 52), np.uint8))
+
+    @staticmethod
+    def _send_text(peer: Peer, message: str) -> None:
+        channel = peer.channel
+        if channel is not None and channel.readyState == "open":
+            try:
+                channel.send(message)
+            except Exception:  # noqa: BLE001 - a channel closing under us is not an error
+                pass
+
+    async def _send_stats(self) -> None:
+        last_log = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(1.0)
+            state = self.state()["mask"]
+            message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "latency_ms", "face")}})
+            for peer in list(self.peers.values()):
+                self._send_text(peer, message)
+                if peer.disconnected_since and time.monotonic() - peer.disconnected_since > self.config.peer_timeout:
+                    log.info("room %s: %s unreachable for %.0f s, releasing", self.id, peer.role,
+                             self.config.peer_timeout)
+                    if self.peers.get(peer.role) is peer:
+                        self.peers.pop(peer.role)
+                    await self._close_peer(peer)
+            if self.peers:
+                self.last_active = time.monotonic()
+            if time.monotonic() - last_log >= 30 and PATIENT in self.peers:
+                last_log = time.monotonic()
+                log.info("room %s: %.1f fps, %d dropped, latency p50 %.0f ms p95 %.0f ms, face %s", self.id,
+                         state["fps"], state["dropped"], state["latency_ms"]["p50"], state["latency_ms"]["p95"],
+                         state["face"])
+
+    # -- lifetime --------------------------------------------------------
+    async def _close_peer(self, peer: Peer) -> None:
+        for task in peer.tasks:
+            task.cancel()
+        for track in peer.tracks.values():
+            track.stop()
+        await peer.pc.close()
+        if peer.role == PATIENT and PATIENT not in self.peers and self._worker is not None:
+            worker, self._worker = self._worker, None
+            await asyncio.to_thread(worker.stop)
+            self.face = False
+        log.info("room %s: %s left", self.id, peer.role)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stats_task.cancel()
+        for peer in list(self.peers.values()):
+            await self._close_peer(peer)
+        self.peers.clear()
+        self.masked.stop()
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            await asyncio.to_thread(worker.stop)
+        log.info("room %s: closed", self.id)
+
+
+class RoomRegistry:
+    """All rooms of this server, with expiry."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rooms: dict[str, Room] = {}
+        self._expiry: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._expiry = asyncio.create_task(self._expire())
+
+    def create(self) -> Room:
+        room = Room(secrets.token_urlsafe(9), self.config)
+        self.rooms[room.id] = room
+        log.info("room %s: created (%d open)", room.id, len(self.rooms))
+        return room
+
+    def get(self, room_id: str) -> Room | None:
+        return self.rooms.get(room_id)
+
+    async def remove(self, room_id: str) -> bool:
+        room = self.rooms.pop(room_id, None)
+        if room is None:
+            return False
+        await room.close()
+        return True
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                idle = not room.peers and now - room.last_active > self.config.room_idle_timeout
+                if idle or now - room.created > self.config.room_max_lifetime:
+                    log.info("room %s: expired (%s)", room.id, "idle" if idle else "maximum lifetime")
+                    await self.remove(room.id)
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for room_id in list(self.rooms):
+            await self.remove(room_id)

@@ -1,0 +1,173 @@
+"""Media tracks the proxy sends: the masked video, and relays that survive a peer coming and going.
+
+aiortc pulls frames from a track's ``recv()`` at its own pace. Each track
+here keeps its output timestamps monotonic (a browser's jitter buffer dislikes
+time going backwards) while keeping the spacing of the source's timestamps:
+frames are re-based, not re-timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Callable
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+VIDEO_CLOCK = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+AUDIO_RATE = 48000
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+AUDIO_PTIME = 0.020  #: 20 ms audio frames, as WebRTC sends them
+PLACEHOLDER_FPS = 15
+
+
+class Timeline:
+    """Maps each source's timestamps onto one monotonic output clock."""
+
+    def __init__(self, clock: int) -> None:
+        self.clock = clock
+        self._offset: int | None = None
+        self._last: int | None = None
+        self._source: object | None = None
+
+    def place(self, pts: int | None, time_base: fractions.Fraction | None, source: object, step: int) -> int:
+        """Output pts for a frame at ``pts`` of ``source``; a new source continues after the last output."""
+        ticks = int(pts * time_base * self.clock) if pts is not None and time_base is not None else None
+        if ticks is None:
+            out = (self._last + step) if self._last is not None else 0
+        else:
+            if source is not self._source or self._offset is None or (
+                    self._last is not None and ticks + self._offset <= self._last):
+                base = (self._last + step) if self._last is not None else 0
+                self._offset = base - ticks
+                self._source = source
+            out = ticks + self._offset
+        self._last = out
+        return out
+
+
+class Pacer:
+    """Sleeps so that generated frames come out in real time."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next: float | None = None
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        if self._next is None or self._next < now - 1.0:
+            self._next = now
+        delay = self._next - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._next += self.interval
+
+
+def silence(samples: int = int(AUDIO_RATE * AUDIO_PTIME)) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.int16), format="s16", layout="mono")
+    frame.sample_rate = AUDIO_RATE
+    return frame
+
+
+class SwitchableTrack(MediaStreamTrack):
+    """Relays whatever source is current, or a placeholder (silence, a still picture) when none is.
+
+    ``source`` is a callable returning the current source track (or None), so a
+    peer that reconnects is picked up without renegotiating the other side.
+    """
+
+    def __init__(self, kind: str, source: Callable[[], MediaStreamTrack | None],
+                 placeholder: Callable[[], av.VideoFrame] | None = None) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source = source
+        self._placeholder = placeholder
+        self._timeline = Timeline(AUDIO_RATE if kind == "audio" else VIDEO_CLOCK)
+        self._pacer = Pacer(AUDIO_PTIME if kind == "audio" else 1 / PLACEHOLDER_FPS)
+
+    async def recv(self) -> av.AudioFrame | av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        while True:
+            source = self._source()
+            if source is None or source.readyState != "live":
+                return self._stamp(await self._filler(), None)
+            try:
+                frame = await asyncio.wait_for(source.recv(), timeout=0.5)
+            except TimeoutError:
+                return self._stamp(await self._filler(), None)
+            except MediaStreamError:
+                await asyncio.sleep(0)
+                continue
+            return self._stamp(frame, source)
+
+    async def _filler(self) -> av.AudioFrame | av.VideoFrame:
+        await self._pacer.wait()
+        if self.kind == "audio":
+            return silence()
+        assert self._placeholder is not None
+        return self._placeholder()
+
+    def _stamp(self, frame: av.AudioFrame | av.VideoFrame, source: object | None) -> av.AudioFrame | av.VideoFrame:
+        if self.kind == "audio":
+            step = getattr(frame, "samples", int(AUDIO_RATE * AUDIO_PTIME))
+            frame.pts = self._timeline.place(frame.pts if source else None, frame.time_base, source, step)
+            frame.time_base = AUDIO_TIME_BASE
+        else:
+            frame.pts = self._timeline.place(frame.pts if source else None, frame.time_base, source,
+                                             VIDEO_CLOCK // PLACEHOLDER_FPS)
+            frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+
+class MaskedVideoTrack(MediaStreamTrack):
+    """The avatar stream of one consult: masked frames as the worker finishes them.
+
+    ``push()`` (on the event loop) offers a finished frame; only the newest
+    one is kept. With nothing new for ``stall_after`` seconds the track sends
+    the ``idle`` picture (the neutral avatar, or the fault card when the
+    worker is stuck), so the doctor always sees something, never the camera.
+    """
+
+    kind = "video"
+
+    def __init__(self, idle: Callable[[], av.VideoFrame], stall_after: float = 0.5,
+                 on_sent: Callable[[object], None] | None = None) -> None:
+        super().__init__()
+        self._idle = idle
+        self._stall_after = stall_after
+        self._on_sent = on_sent
+        self._latest: tuple[av.VideoFrame, object] | None = None
+        self._event = asyncio.Event()
+        self._timeline = Timeline(VIDEO_CLOCK)
+        self._pacer = Pacer(1 / PLACEHOLDER_FPS)
+        self._live_source = object()
+
+    def push(self, frame: av.VideoFrame, tag: object = None) -> None:
+        self._latest = (frame, tag)
+        self._event.set()
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=self._stall_after)
+        except TimeoutError:
+            await self._pacer.wait()
+            frame = self._idle()
+            frame.pts = self._timeline.place(None, None, None, VIDEO_CLOCK // PLACEHOLDER_FPS)
+            frame.time_base = VIDEO_TIME_BASE
+            return frame
+        self._event.clear()
+        assert self._latest is not None
+        frame, tag = self._latest
+        self._latest = None
+        frame.pts = self._timeline.place(frame.pts, frame.time_base, self._live_source, 3000)
+        frame.time_base = VIDEO_TIME_BASE
+        if self._on_sent is not None:
+            self._on_sent(tag)
+        return frame

@@ -1,0 +1,68 @@
+#version 330
+// Avatar fragment shader: Lambert key + fill light and a little specular, in camera space
+// (y up, z towards the viewer; the camera is orthographic so the view vector is +z).
+// u_eye = 1 paints an eyeball procedurally from its local direction: sclera, iris cap
+// with a dark limbus, pupil. Colours are the same for everyone.
+
+in vec3 v_normal;
+in vec4 v_colour;
+in vec3 v_local;
+
+uniform int u_eye;
+uniform float u_eye_radius;    // cm
+uniform float u_iris_radius;   // cm (11.7 mm across / 2)
+uniform float u_pupil_radius;  // cm
+uniform float u_dim;           // 1 = normal, < 1 while searching for a face
+uniform float u_lash;          // lash darkness on the upper lid margin, 0..1
+uniform float u_lash_width;    // fraction of a margin triangle the lash line covers
+
+out vec4 f_colour;
+
+const vec3 KEY = normalize(vec3(0.0, 0.55, 1.0));
+const vec3 FILL = normalize(vec3(0.0, -0.2, 1.0));
+const vec3 SCLERA = vec3(0.93, 0.91, 0.88);
+const vec3 IRIS = vec3(0.36, 0.25, 0.17);
+const vec3 LIMBUS = vec3(0.10, 0.07, 0.05);
+const vec3 LASH = vec3(0.16, 0.11, 0.09);
+const vec3 PUPIL = vec3(0.02, 0.02, 0.02);
+
+vec3 eye_colour(vec3 p) {
+    vec3 d = normalize(p);
+    float rho = u_eye_radius * length(d.xy);  // distance from the optical axis (cm)
+    if (d.z <= 0.0) {
+        return SCLERA * 0.6;
+    }
+    if (rho < u_pupil_radius) {
+        return PUPIL;
+    }
+    if (rho < u_iris_radius) {
+        float t = (rho - u_pupil_radius) / (u_iris_radius - u_pupil_radius);
+        float angle = atan(d.y, d.x);
+        float fibres = 0.9 + 0.1 * sin(angle * 37.0) * sin(angle * 11.0 + t * 6.0);
+        vec3 iris = IRIS * fibres * (1.1 - 0.3 * t);
+        float limbus = smoothstep(0.72, 0.98, t);
+        return mix(iris, LIMBUS, limbus);
+    }
+    // sclera, a little darker towards the corners of the eye
+    float edge = smoothstep(u_iris_radius, u_iris_radius + 0.04, rho);
+    vec3 sclera = mix(LIMBUS, SCLERA, edge);
+    return sclera * (1.0 - 0.25 * smoothstep(0.6, 1.1, rho));
+}
+
+void main() {
+    vec3 n = normalize(v_normal);
+    if (n.z < 0.0) {
+        n = -n;  // two-sided: openings' linings are seen from either side
+    }
+    vec3 base = u_eye == 1 ? eye_colour(v_local) : v_colour.rgb;
+    // lashes: a thin dark line along the lid margin (weight peaks on the margin vertices)
+    float lash = u_lash * smoothstep(1.0 - u_lash_width, 1.0, v_colour.a);
+    base = mix(base, LASH, lash);
+    float diffuse = 0.72 * max(dot(n, KEY), 0.0) + 0.22 * max(dot(n, FILL), 0.0) + 0.18;
+    vec3 halfway = normalize(KEY + vec3(0.0, 0.0, 1.0));
+    float shininess = u_eye == 1 ? 120.0 : 24.0;
+    float strength = u_eye == 1 ? 0.45 : 0.08;
+    float specular = strength * pow(max(dot(n, halfway), 0.0), shininess);
+    vec3 colour = base * diffuse + vec3(specular);
+    f_colour = vec4(colour * u_dim, 1.0);
+}
