@@ -37,6 +37,16 @@ IRIS_RADIUS_CM = 0.585
 PUPIL_RADIUS_CM = 0.2
 #: A closed upper lid ends this far (eye widths) below the lower lid's margin.
 CLOSED_OVERLAP = 0.02
+#: A closing eye's seam sinks onto a downward arc this deep (eye widths), as in a real blink,
+#: where the upper lid comes down over the lower one. A straight seam reads as half-open.
+CLOSED_SEAM = 0.12
+#: Calibration of the drawn opening (eye widths, upper + lower lid) against the aperture our
+#: tracker measures on the avatar, so that the avatar measures like the patient it copies.
+#: Measured at 640x480 over head poses (0/0, +-15 deg yaw, 5 deg pitch), both eyes:
+#: ``python -m proxy.avatar_mesh`` prints the current response.
+APERTURE_DRAWN = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.13, 0.16, 0.20, 0.25, 0.30, 0.35, 0.40, 0.50)
+APERTURE_MEASURED = (0.065, 0.090, 0.111, 0.147, 0.197, 0.220, 0.256, 0.257, 0.290, 0.314, 0.347, 0.373, 0.402,
+                     0.432)
 #: How far the lid skin stays in front of the eyeball's surface (cm).
 LID_CLEARANCE_CM = 0.06
 #: Lid profile exponent: height(s) = h * (1 - s^2) ** LID_PROFILE_POWER between the corners.
@@ -62,6 +72,25 @@ SKIRT_RINGS = 7
 def eyeball_radius(template: Template) -> float:
     """Radius that puts the iris rim (11.7 mm across) at ``eye_radius`` in front of the centre."""
     return math.hypot(template.eye_radius, IRIS_RADIUS_CM)
+
+
+def drawn_lids(upper: float, lower: float, aperture: float) -> tuple[float, float]:
+    """Upper and lower lid heights (eye widths) to draw for measured lid parameters.
+
+    The opening follows the measured aperture through the avatar's calibration; it is
+    shared between the lids as the patient's lids share it (a drooping upper lid stays
+    low); a closing eye's seam sinks onto the downward arc of a real blink.
+    """
+    opening = float(np.interp(aperture, APERTURE_MEASURED, APERTURE_DRAWN))
+    total = upper + lower
+    share = float(np.clip(upper / total, 0.2, 0.85)) if total > 0.05 else 0.4
+    up = share * opening
+    low = opening - up
+    sink = CLOSED_SEAM * max(0.0, 1.0 - opening / 0.12)
+    if low < sink:
+        low = sink
+        up = opening - low
+    return up, low
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -322,9 +351,11 @@ class AvatarMesh:
         p[:, 1] -= self._jaw * unit * (1 - share)
         p[:, 1] += self._upper_lip * unit * share
         # lids
-        for eye, upper, lower in zip(self._eyes, (params.right_upper_lid, params.left_upper_lid),
-                                     (params.right_lower_lid, params.left_lower_lid), strict=True):
-            self._lids(p, eye, float(upper), float(lower))
+        for eye, upper, lower, aperture in zip(
+                self._eyes, (params.right_upper_lid, params.left_upper_lid),
+                (params.right_lower_lid, params.left_lower_lid), (params.right_aperture, params.left_aperture),
+                strict=True):
+            self._lids(p, eye, *drawn_lids(float(upper), float(lower), float(aperture)))
         # tubes follow their contour back into the head
         for loop, offset, depth, shrink in self._tubes:
             rim = p[loop]
@@ -410,3 +441,33 @@ def neck(rings: int = 2, segments: int = 24) -> tuple[np.ndarray, np.ndarray]:
             a, b = i * segments + j, i * segments + (j + 1) % segments
             tris += [(a, b, a + segments), (b, b + segments, a + segments)]
     return np.array(vertices, dtype=np.float32), np.array(tris, dtype=np.int32)
+
+
+def aperture_response(drawn: tuple[float, ...] = APERTURE_DRAWN) -> list[tuple[float, float]]:
+    """(drawn opening, aperture our tracker measures on the avatar), averaged over poses and eyes."""
+    from proxy.params import MaskParams
+    from proxy.renderer import AvatarRenderer
+    from proxy.retarget import Retargeter
+    from proxy.tracker import FaceTracker
+
+    tracker, retarget = FaceTracker(smoothing=False), Retargeter()
+    result = []
+    with AvatarRenderer(640, 480) as renderer:
+        for opening in drawn:
+            # the drawn opening is what drawn_lids returns for an aperture measured as APERTURE_DRAWN
+            aperture = float(np.interp(opening, APERTURE_DRAWN, APERTURE_MEASURED))
+            values = []
+            for yaw, pitch in ((0, 0), (15, 0), (-15, 5)):
+                params = MaskParams(face=True, head_yaw=yaw, head_pitch=pitch, right_upper_lid=0.6 * opening,
+                                    left_upper_lid=0.6 * opening, right_lower_lid=0.4 * opening,
+                                    left_lower_lid=0.4 * opening, right_aperture=aperture, left_aperture=aperture)
+                tracker.reset()
+                measured = retarget(tracker.process(renderer.render(params)), 640, 480)
+                values += [measured.right_aperture, measured.left_aperture]
+            result.append((opening, round(float(np.mean(values)), 3)))
+    return result
+
+
+if __name__ == "__main__":
+    for drawn_opening, measured_aperture in aperture_response():
+        print(f"drawn {drawn_opening:.3f} -> measured {measured_aperture:.3f}")

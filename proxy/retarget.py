@@ -29,6 +29,8 @@ NEUTRAL_TIME_CONSTANT_S = 20.0
 #: Eye-model contour indices: corners, and (upper, lower) lid points facing each other.
 CORNER_OUTER, CORNER_INNER = 0, 8
 LID_PAIRS = ((10, 2), (11, 3), (12, 4), (13, 5), (14, 6))
+#: Below this aperture the iris is mostly hidden: the eye's last gaze is held (as during a blink).
+GAZE_HOLD_APERTURE = 0.15
 MOUTH_CORNERS = (61, 291)
 INNER_LIPS = (13, 14)
 
@@ -76,9 +78,11 @@ class Retargeter:
         self._eye_offsets = self.template.eye_centres.astype(np.float64) - corner_mid
         self._neutral: dict[str, float] = {}
         self._last_t: float | None = None
+        self._gaze: dict[str, tuple[float, float]] = {}
 
     def reset(self) -> None:
         self._neutral.clear()
+        self._gaze.clear()
         self._last_t = None
 
     def __call__(self, track: FaceTrack | None, width: int, height: int, frame: int = 0,
@@ -112,10 +116,16 @@ class Retargeter:
                 offset *= 0.98 / norm
             direction = np.array([offset[0], offset[1], math.sqrt(1.0 - float(offset @ offset))])
             gaze = rotation.T @ direction
-            setattr(params, f"{side}_gaze_yaw", math.degrees(math.atan2(gaze[0], gaze[2])))
-            setattr(params, f"{side}_gaze_pitch", math.degrees(math.atan2(gaze[1], math.hypot(gaze[0], gaze[2]))))
+            yaw_pitch = (math.degrees(math.atan2(gaze[0], gaze[2])),
+                         math.degrees(math.atan2(gaze[1], math.hypot(gaze[0], gaze[2]))))
             self._lids(params, side, head_frame(to_camera(contour[:16].astype(np.float64))),
                        head_frame(iris_cam))
+            # A (nearly) closed eye shows no iris: keep its last gaze rather than guess.
+            if getattr(params, f"{side}_aperture") < GAZE_HOLD_APERTURE and side in self._gaze:
+                yaw_pitch = self._gaze[side]
+            self._gaze[side] = yaw_pitch
+            setattr(params, f"{side}_gaze_yaw", yaw_pitch[0])
+            setattr(params, f"{side}_gaze_pitch", yaw_pitch[1])
         self._expressions(params, head_frame(mesh), t)
         return params
 

@@ -32,21 +32,18 @@ vec3 eye_colour(vec3 p) {
     if (d.z <= 0.0) {
         return SCLERA * 0.6;
     }
-    if (rho < u_pupil_radius) {
-        return PUPIL;
-    }
-    if (rho < u_iris_radius) {
-        float t = (rho - u_pupil_radius) / (u_iris_radius - u_pupil_radius);
-        float angle = atan(d.y, d.x);
-        float fibres = 0.9 + 0.1 * sin(angle * 37.0) * sin(angle * 11.0 + t * 6.0);
-        vec3 iris = IRIS * fibres * (1.1 - 0.3 * t);
-        float limbus = smoothstep(0.72, 0.98, t);
-        return mix(iris, LIMBUS, limbus);
-    }
+    // Edges are blended over one pixel (fwidth): without antialiasing the iris jumps a whole
+    // pixel at a time and the eye trackers reading the avatar see that as jitter.
+    float aa = max(fwidth(rho), 1e-4);
+    float t = clamp((rho - u_pupil_radius) / (u_iris_radius - u_pupil_radius), 0.0, 1.0);
+    float angle = atan(d.y, d.x);
+    float fibres = 0.9 + 0.1 * sin(angle * 37.0) * sin(angle * 11.0 + t * 6.0);
+    vec3 iris = mix(IRIS * fibres * (1.1 - 0.3 * t), LIMBUS, smoothstep(0.72, 0.98, t));
+    iris = mix(PUPIL, iris, smoothstep(u_pupil_radius - aa, u_pupil_radius + aa, rho));
     // sclera, a little darker towards the corners of the eye
-    float edge = smoothstep(u_iris_radius, u_iris_radius + 0.04, rho);
-    vec3 sclera = mix(LIMBUS, SCLERA, edge);
-    return sclera * (1.0 - 0.25 * smoothstep(0.6, 1.1, rho));
+    float edge = smoothstep(u_iris_radius, u_iris_radius + max(0.04, 2.0 * aa), rho);
+    vec3 sclera = mix(LIMBUS, SCLERA, edge) * (1.0 - 0.25 * smoothstep(0.6, 1.1, rho));
+    return mix(iris, sclera, smoothstep(u_iris_radius - aa, u_iris_radius + aa, rho));
 }
 
 void main() {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.avatar_mesh import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, AvatarMesh
+from proxy.avatar_mesh import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, AvatarMesh, drawn_lids
 from proxy.params import MaskParams
 from proxy.renderer import AvatarRenderer, head_rotation
 from proxy.retarget import Retargeter, euler_degrees
@@ -97,20 +97,23 @@ def test_bad_output_array(renderer: AvatarRenderer) -> None:
 
 
 def test_mesh_lids_are_the_inverse_of_retarget() -> None:
+    """The mesh's lids sit exactly at drawn_lids(), the calibrated heights, as Retargeter measures them."""
     mesh = AvatarMesh(load_template())
-    params = MaskParams(face=True, right_upper_lid=0.05, right_lower_lid=0.1, left_upper_lid=0.3,
-                        left_lower_lid=0.15)
+    params = MaskParams(face=True, right_upper_lid=0.05, right_lower_lid=0.1, right_aperture=0.15,
+                        left_upper_lid=0.3, left_lower_lid=0.15, left_aperture=0.42)
     positions, _ = mesh.deform(params)
     measured = MaskParams(face=True)
     for side, contour in (("right", RIGHT_EYE_CONTOUR), ("left", LEFT_EYE_CONTOUR)):
         points = positions[list(contour)].astype(np.float64)
-        iris = np.zeros((5, 3))
-        Retargeter._lids(measured, side, points, iris)
-        assert getattr(measured, f"{side}_upper_lid") == pytest.approx(getattr(params, f"{side}_upper_lid"), abs=1e-3)
-        assert getattr(measured, f"{side}_lower_lid") == pytest.approx(getattr(params, f"{side}_lower_lid"), abs=1e-3)
-    closed, _ = mesh.deform(MaskParams(face=True, right_upper_lid=-0.05, right_lower_lid=0.05))
+        Retargeter._lids(measured, side, points, np.zeros((5, 3)))
+        up, low = drawn_lids(*(getattr(params, f"{side}_{k}") for k in ("upper_lid", "lower_lid", "aperture")))
+        assert getattr(measured, f"{side}_upper_lid") == pytest.approx(up, abs=1e-3)
+        assert getattr(measured, f"{side}_lower_lid") == pytest.approx(low, abs=1e-3)
+    # the drooping right lid is drawn lower than the left one, and the opening follows the aperture
+    assert drawn_lids(0.05, 0.1, 0.15)[0] < drawn_lids(0.3, 0.15, 0.42)[0]
+    closed, _ = mesh.deform(MaskParams(face=True, right_upper_lid=-0.05, right_lower_lid=0.05, right_aperture=0.0))
     Retargeter._lids(measured, "right", closed[list(RIGHT_EYE_CONTOUR)].astype(np.float64), np.zeros((5, 3)))
-    assert measured.right_aperture == pytest.approx(0.0, abs=1e-6)
+    assert measured.right_aperture == pytest.approx(0.0, abs=0.02)
 
 
 # ---- (b) the round trip through our own tracker -----------------------------------------
@@ -141,14 +144,17 @@ def test_round_trip_vertical_gaze(renderer: AvatarRenderer, tracker: FaceTracker
 
 
 def test_round_trip_ptosis(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
-    m = measure(renderer, tracker, MaskParams(face=True, right_upper_lid=0.05))
+    m = measure(renderer, tracker, MaskParams(face=True, right_upper_lid=0.05, right_lower_lid=0.12,
+                                              right_aperture=0.17))
     assert m.right_aperture < m.left_aperture - 0.05
     assert m.right_upper_lid < m.left_upper_lid - 0.04
 
 
 def test_round_trip_blink(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
-    m = measure(renderer, tracker, MaskParams(face=True, right_upper_lid=-0.02, right_lower_lid=0.02,
-                                              left_upper_lid=-0.02, left_lower_lid=0.02))
+    m = measure(renderer, tracker, MaskParams(face=True, right_upper_lid=0.02, right_lower_lid=0.04,
+                                              right_aperture=0.05, left_upper_lid=0.02, left_lower_lid=0.04,
+                                              left_aperture=0.05))
+    # a blink reads as one: below the 0.12 threshold of the blink counters
     assert m.right_aperture < 0.1 and m.left_aperture < 0.1
 
 
