@@ -6,7 +6,8 @@ and the masked frames are tracked again by a separate tracker and retargeter
 that know nothing of the original. A signal survives masking when the two
 traces agree: Pearson r and mean absolute error over frames where both found
 a face, face-found rates, and blink counts per eye. Everything stays in
-memory; no video file is written.
+memory; no video file is written. Blinks are counted by :mod:`proxy.blinks`
+(the rule the doctor's page uses).
 
 The pipeline's own measurement of the original *is* the ``track`` measurement
 (same tracker, retargeter and smoothing), so the original is tracked once.
@@ -15,7 +16,7 @@ The pipeline's own measurement of the original *is* the ``track`` measurement
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from proxy.blinks import BlinkCounter
 from proxy.media import VideoReader
 from proxy.params import MaskParams
 from proxy.pipeline import MaskPipeline
@@ -48,43 +50,6 @@ BLINK_TOLERANCE = 1
 SAMPLE_FRAMES = 4
 #: Height of the kept masked frames (pixels).
 SAMPLE_HEIGHT = 180
-
-
-class BlinkCounter:
-    """Counts blinks in an aperture trace: a dip below ``close_below`` then back above ``open_above``.
-
-    The two thresholds (hysteresis) keep one noisy closure from counting twice.
-    Frames without a face (``None``) leave the state as it is.
-    """
-
-    def __init__(self, close_below: float = 0.12, open_above: float = 0.18) -> None:
-        self.close_below = close_below
-        self.open_above = open_above
-        self.closed = False
-        self.count = 0
-        self.times: list[float] = []  #: time of each counted blink's closure
-        self._closed_at = 0.0
-
-    def update(self, aperture: float | None, t: float = 0.0) -> bool:
-        """Feed one frame; True when this frame completes a blink."""
-        if aperture is None or not math.isfinite(aperture):
-            return False
-        if not self.closed and aperture < self.close_below:
-            self.closed, self._closed_at = True, t
-        elif self.closed and aperture > self.open_above:
-            self.closed = False
-            self.count += 1
-            self.times.append(self._closed_at)
-            return True
-        return False
-
-
-def count_blinks(apertures: Iterable[float | None], close_below: float = 0.12, open_above: float = 0.18) -> int:
-    """Number of blinks in an aperture trace (see :class:`BlinkCounter`)."""
-    counter = BlinkCounter(close_below, open_above)
-    for value in apertures:
-        counter.update(value)
-    return counter.count
 
 
 @dataclass
@@ -155,11 +120,17 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _blinks(trace: np.ndarray, times: np.ndarray) -> tuple[int, list[float]]:
+def blink_times(trace: np.ndarray, times: np.ndarray) -> tuple[int, list[float]]:
+    """Blinks in an aperture trace (NaN = no face) with :mod:`proxy.blinks`' rule, and when each closed."""
     counter = BlinkCounter()
+    closed_at, found = 0.0, []
     for value, t in zip(trace, times, strict=True):
-        counter.update(None if math.isnan(value) else float(value), float(t))
-    return counter.count, [round(t, 3) for t in counter.times]
+        was_closed = counter.is_closed
+        if counter.update(None if math.isnan(value) else float(value)):
+            found.append(round(closed_at, 3))
+        elif counter.is_closed and not was_closed:
+            closed_at = float(t)
+    return counter.count, found
 
 
 def clip_stats(clip: ClipTrace) -> dict[str, Any]:
@@ -184,8 +155,8 @@ def clip_stats(clip: ClipTrace) -> dict[str, Any]:
     found_given = float(both.sum() / found_o.sum()) if found_o.any() else None
     blinks: dict[str, Any] = {}
     for eye in ("right", "left"):
-        count_o, times_o = _blinks(clip.signal(f"{eye}_aperture"), clip.t)
-        count_m, times_m = _blinks(clip.signal(f"{eye}_aperture", masked=True), clip.t)
+        count_o, times_o = blink_times(clip.signal(f"{eye}_aperture"), clip.t)
+        count_m, times_m = blink_times(clip.signal(f"{eye}_aperture", masked=True), clip.t)
         blinks[eye] = {"original": count_o, "masked": count_m, "original_times": times_o,
                        "masked_times": times_m, "pass": abs(count_o - count_m) <= BLINK_TOLERANCE}
     return {

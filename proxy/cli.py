@@ -36,13 +36,49 @@ def _bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+SERVE_FLAGS = {
+    "host": (str, "address to listen on (default 127.0.0.1)"),
+    "port": (int, "port (default 8080)"),
+    "public_url": (str, "base URL for the links handed out, e.g. https://consult.clinic.example"),
+    "cert": (str, "TLS certificate chain (PEM)"),
+    "key": (str, "TLS private key (PEM)"),
+    "turn_secret": (str, "TURN REST shared secret (coturn static-auth-secret); prefer the environment"),
+    "turn_ttl": (float, "lifetime of generated TURN credentials, s (default 3600)"),
+    "turn_username": (str, "static TURN username (when the TURN server has no REST secret)"),
+    "turn_password": (str, "static TURN password; prefer the environment"),
+    "max_consults": (int, "concurrent consults; more get 503 (default 8)"),
+    "room_idle_timeout": (float, "close a consult nobody joined for this long, s (default 1800)"),
+    "room_max_lifetime": (float, "close any consult after this long, s (default 14400)"),
+    "peer_timeout": (float, "release a peer disconnected this long, s (default 20)"),
+    "max_body": (int, "largest API request body, bytes (default 65536)"),
+    "rate_limit": (float, "API requests per second per client address (default 10)"),
+    "rate_burst": (int, "API request burst per client address (default 40)"),
+    "max_frame_pixels": (int, "camera frames above this many pixels are downscaled (default 921600)"),
+    "threads": (int, "ONNX Runtime threads per consult (default 1)"),
+    "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+}
+
+
 def _serve(args: argparse.Namespace) -> int:
     from proxy.config import Config
+    from proxy.logs import setup_logging
     from proxy.server import run_server
 
-    config = Config.from_env(host=args.host, port=args.port, public_url=args.public_url,
-                             max_consults=args.max_consults, threads=args.threads)
-    return run_server(config)
+    flags = {name: getattr(args, name) for name in SERVE_FLAGS}
+    flags["ice_servers"] = args.ice_server
+    flags["self_signed"] = True if args.self_signed else None
+    flags["log_json"] = True if args.log_json else None
+    try:
+        config = Config.load(args.config, flags=flags)
+    except ValueError as exc:
+        print(f"maskproxy serve: error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging("DEBUG" if args.verbose else config.log_level, config.log_json)
+    try:
+        return run_server(config)
+    except (ValueError, OSError) as exc:
+        print(f"maskproxy serve: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,14 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     audit_arguments(audit)
     audit.set_defaults(handler=_audit)
 
-    serve = commands.add_parser("serve", help="run the consult proxy (HTTP API, pages, WebRTC)",
-                                description="Run the proxy. The API key comes from MASKPROXY_API_KEY; "
-                                "when unset, one is generated and printed.")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    serve.add_argument("--public-url", help="base URL for the links handed out (default: the request's host)")
-    serve.add_argument("--max-consults", type=int, default=None, help="concurrent consults (default 8)")
-    serve.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per consult (default 1)")
+    serve = commands.add_parser(
+        "serve", help="run the consult proxy (HTTP API, pages, WebRTC)",
+        description="Run the proxy. Settings come from defaults, then --config FILE (TOML, keys as below with "
+        "underscores, optionally under [maskproxy]), then MASKPROXY_<NAME> environment variables (e.g. "
+        "MASKPROXY_API_KEY, MASKPROXY_TURN_SECRET, MASKPROXY_ICE_SERVERS as a comma-separated list), then "
+        "these flags. Without an API key one is generated and printed; a given key is never printed or logged.")
+    serve.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML settings file")
+    for name, (kind, text) in SERVE_FLAGS.items():
+        serve.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                           help=f"{text} [MASKPROXY_{name.upper()}]")
+    serve.add_argument("--self-signed", action="store_true",
+                       help="serve HTTPS with a generated self-signed certificate (LAN or trial) "
+                       "[MASKPROXY_SELF_SIGNED]")
+    serve.add_argument("--ice-server", action="append", default=None, metavar="URL",
+                       help="STUN/TURN server for both sides, repeatable: stun:host:3478, "
+                       "turn:host:3478?transport=udp [MASKPROXY_ICE_SERVERS]")
+    serve.add_argument("--log-json", action="store_true", help="log JSON lines [MASKPROXY_LOG_JSON]")
     serve.set_defaults(handler=_serve)
 
     from proxy.bench import add_arguments as bench_arguments
@@ -106,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command != "serve":
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except InputError as exc:

@@ -26,12 +26,14 @@ from typing import Any
 import av
 import cv2
 import numpy as np
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from proxy.config import Config
+from proxy.ice import rtc_ice_servers
+from proxy.metrics import Metrics
 from proxy.params import MaskParams
 from proxy.stats import RollingStats
 from proxy.tracks import MaskedVideoTrack, SwitchableTrack
@@ -48,14 +50,6 @@ class OfferError(ValueError):
     """The offer cannot be used (bad SDP, missing media)."""
 
 
-def _ice_servers(config: Config) -> list[RTCIceServer]:
-    servers = []
-    for server in config.ice_servers:
-        servers.append(RTCIceServer(urls=server["urls"], username=server.get("username"),
-                                    credential=server.get("credential")))
-    return servers
-
-
 class IdlePictures:
     """Pictures sent when no masked frame is due: the neutral avatar, or the fault card.
 
@@ -64,6 +58,7 @@ class IdlePictures:
     """
 
     _neutral: np.ndarray | None = None
+    status = "not checked"
 
     @classmethod
     def neutral(cls, width: int, height: int) -> np.ndarray:
@@ -73,9 +68,11 @@ class IdlePictures:
 
                 with AvatarRenderer(640, 480) as renderer:
                     cls._neutral = renderer.render(MaskParams.neutral())
+                    cls.status = renderer.ctx.info.get("GL_RENDERER") or "ok"
             except Exception as exc:  # noqa: BLE001 - no GL: fall back to the card
-                log.warning("cannot render the neutral avatar (%s); using the placeholder card", exc)
+                log.error("cannot render the neutral avatar (%s); using the placeholder card", exc)
                 cls._neutral = fault_placeholder(640, 480)
+                cls.status = f"unavailable: {exc}"
         image = cls._neutral
         if image.shape[:2] != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
@@ -96,9 +93,10 @@ class Peer:
 class Room:
     """One consult. Created by the API, closed by the API, by expiry or at shutdown."""
 
-    def __init__(self, room_id: str, config: Config) -> None:
+    def __init__(self, room_id: str, config: Config, metrics: Metrics | None = None) -> None:
         self.id = room_id
         self.config = config
+        self.metrics = metrics or Metrics()
         self.patient_token = secrets.token_urlsafe(24)
         self.doctor_token = secrets.token_urlsafe(24)
         self.created = time.monotonic()
@@ -152,7 +150,7 @@ class Room:
         if old is not None:
             log.info("room %s: %s reconnected, closing the previous connection", self.id, role)
             await self._close_peer(old)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=_ice_servers(self.config)))
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(self.config)))
         peer = Peer(role, pc)
         self.peers[role] = peer
         try:
@@ -257,7 +255,8 @@ class Room:
         if self._worker is None or not self._worker.alive:
             if self._worker is not None:
                 log.error("room %s: masking worker died; starting a new one", self.id)
-            self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads)
+            self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
+                                      max_pixels=self.config.max_frame_pixels)
             self._worker.start()
         return self._worker
 
@@ -266,6 +265,11 @@ class Room:
             return
         self.face = result.params.face
         self.size = (result.frame.width, result.frame.height)
+        if result.fault:
+            self.metrics.errors.inc()
+        for stage, ms in (result.timings or {}).items():
+            if "." not in stage:
+                self.metrics.stage.labels(stage).observe(ms / 1000)
         self.masked.push(result.frame, result.received)
         message = json.dumps(result.params.to_json())
         for peer in self.peers.values():
@@ -274,6 +278,9 @@ class Room:
     def _sent(self, received: object) -> None:
         latency = (time.monotonic() - received) * 1000 if isinstance(received, float) else None
         self.stats.record(latency)
+        if latency is not None:
+            self.metrics.frames.inc()
+            self.metrics.latency.observe(latency / 1000)
 
     def _idle_frame(self) -> av.VideoFrame:
         """What the masked track shows when no masked frame is due."""
@@ -304,8 +311,15 @@ class Room:
 
     async def _send_stats(self) -> None:
         last_log = time.monotonic()
+        reported: tuple[object, int] = (None, 0)
         while not self.closed:
             await asyncio.sleep(1.0)
+            worker = self._worker
+            if worker is not None:
+                seen = reported[1] if reported[0] is worker else 0
+                if worker.dropped > seen:
+                    self.metrics.dropped.inc(worker.dropped - seen)
+                reported = (worker, worker.dropped)
             state = self.state()["mask"]
             message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "latency_ms", "face")}})
             for peer in list(self.peers.values()):
@@ -355,8 +369,9 @@ class Room:
 class RoomRegistry:
     """All rooms of this server, with expiry."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.rooms: dict[str, Room] = {}
         self._expiry: asyncio.Task[None] | None = None
 
@@ -364,8 +379,9 @@ class RoomRegistry:
         self._expiry = asyncio.create_task(self._expire())
 
     def create(self) -> Room:
-        room = Room(secrets.token_urlsafe(9), self.config)
+        room = Room(secrets.token_urlsafe(9), self.config, self.metrics)
         self.rooms[room.id] = room
+        self.metrics.consults.set(len(self.rooms))
         log.info("room %s: created (%d open)", room.id, len(self.rooms))
         return room
 
@@ -377,7 +393,14 @@ class RoomRegistry:
         if room is None:
             return False
         await room.close()
+        self.metrics.consults.set(len(self.rooms))
         return True
+
+    def refresh_metrics(self) -> None:
+        """Gauges that are cheaper to read on demand than to keep current."""
+        for role in ("patient", "doctor"):
+            self.metrics.peers.labels(role).set(sum(r.state()[role]["connected"] for r in self.rooms.values()))
+        self.metrics.fps.set(sum(r.stats.fps() for r in self.rooms.values()))
 
     async def _expire(self) -> None:
         while True:

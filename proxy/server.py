@@ -6,7 +6,11 @@ API (JSON; every error is ``{"error": "..."}``):
 * ``POST /api/rooms/{room}/offer`` ``{"token", "sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer"}``
 * ``GET /api/rooms/{room}?token=...`` -> who is connected, mask fps, dropped frames, latency
 * ``DELETE /api/rooms/{room}`` (API key) -> 200, every peer closed
-* ``GET /api/config`` -> ICE servers for the pages
+* ``GET /api/config`` -> ICE servers for the pages (short-lived TURN credentials)
+
+Operations: ``/healthz`` (the process answers), ``/readyz`` (it can take a new
+consult), ``/metrics`` (Prometheus). API calls are rate-limited per client
+address; bodies over the configured size get 413.
 """
 
 from __future__ import annotations
@@ -16,12 +20,18 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
+import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from proxy.config import Config
+from proxy.ice import ice_servers
+from proxy.metrics import Metrics
 from proxy.resources import WEB
 from proxy.rooms import IdlePictures, OfferError, Room, RoomRegistry
 
@@ -29,7 +39,29 @@ log = logging.getLogger(__name__)
 
 REGISTRY = web.AppKey("registry", RoomRegistry)
 CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("limiter", "RateLimiter")
+READY = web.AppKey("ready", dict)
 MAX_SDP = 32 * 1024
+
+
+class RateLimiter:
+    """Token bucket per client address: ``rate`` requests per second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = 10000) -> None:
+        self.rate, self.burst, self.max_clients = rate, burst, max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_clients:  # forget the idlest clients
+            for key, _ in sorted(self._buckets.items(), key=lambda item: item[1][1])[: self.max_clients // 10]:
+                del self._buckets[key]
+        return allowed
 
 
 def error(status: int, message: str) -> web.Response:
@@ -39,7 +71,19 @@ def error(status: int, message: str) -> web.Response:
 @web.middleware
 async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                       ) -> web.StreamResponse:
-    """Every failure of an API call is JSON with a clear message, never a stack trace."""
+    """Every failure of an API call is JSON with a clear message, never a stack trace; API calls are rate-limited."""
+    if request.path.startswith("/api/"):
+        if not request.app[LIMITER].allow(request.remote or "?"):
+            request.app[METRICS].requests.labels("429").inc()
+            return error(429, "too many requests; slow down")
+        response = await _json_errors(request, handler)
+        request.app[METRICS].requests.labels(f"{response.status // 100}xx").inc()
+        return response
+    return await _json_errors(request, handler)
+
+
+async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
@@ -156,11 +200,28 @@ async def delete_room(request: web.Request) -> web.Response:
 
 
 async def client_config(request: web.Request) -> web.Response:
-    return web.json_response({"ice_servers": request.app[CONFIG].ice_servers})
+    return web.json_response({"ice_servers": ice_servers(request.app[CONFIG])},
+                             headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when started (models and renderer checked) and below capacity."""
+    ready = request.app[READY]
+    open_rooms = len(request.app[REGISTRY].rooms)
+    capacity = request.app[CONFIG].max_consults
+    body = {"ready": bool(ready.get("started")) and open_rooms < capacity, "consults": open_rooms,
+            "capacity": capacity, "renderer": ready.get("renderer", "unknown")}
+    return web.json_response(body, status=200 if body["ready"] else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    request.app[REGISTRY].refresh_metrics()
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain",
+                        headers={"Cache-Control": "no-store"})
 
 
 def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -179,13 +240,18 @@ def create_app(config: Config) -> web.Application:
         raise ValueError("config.api_key must be set")
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
     app[CONFIG] = config
-    app[REGISTRY] = RoomRegistry(config)
+    app[METRICS] = Metrics()
+    app[LIMITER] = RateLimiter(config.rate_limit, config.rate_burst)
+    app[READY] = {}
+    app[REGISTRY] = RoomRegistry(config, app[METRICS])
     app.router.add_post("/api/rooms", create_room)
     app.router.add_post("/api/rooms/{room}/offer", offer)
     app.router.add_get("/api/rooms/{room}", room_state)
     app.router.add_delete("/api/rooms/{room}", delete_room)
     app.router.add_get("/api/config", client_config)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/patient", _page("patient.html"))
     app.router.add_get("/doctor", _page("doctor.html"))
@@ -194,6 +260,7 @@ def create_app(config: Config) -> web.Application:
     async def on_startup(app: web.Application) -> None:
         app[REGISTRY].start()
         await asyncio.to_thread(IdlePictures.neutral, 640, 480)
+        app[READY].update(started=True, renderer=IdlePictures.status)
 
     async def on_shutdown(app: web.Application) -> None:
         await app[REGISTRY].close()
@@ -203,16 +270,66 @@ def create_app(config: Config) -> web.Application:
     return app
 
 
+def self_signed_certificate(hosts: list[str], folder: Path) -> tuple[Path, Path]:
+    """A certificate for ``hosts`` valid 30 days, and its key (mode 0600), written to ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maskproxy self-signed")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def ssl_context(config: Config, folder: Path) -> ssl.SSLContext | None:
+    if config.self_signed:
+        cert, key = self_signed_certificate([config.host, "localhost", "127.0.0.1"], folder)
+    elif config.cert and config.key:
+        cert, key = Path(config.cert), Path(config.key)
+    else:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the TLS certificate or key: {exc}") from None
+    return context
+
+
 def run_server(config: Config) -> int:
-    """Serve until interrupted; prints the URL and, when generated, the API key."""
+    """Serve until SIGINT/SIGTERM; prints the URL and, when generated, the API key (never a given one)."""
     generated = not config.api_key
     if generated:
         config.api_key = secrets.token_urlsafe(32)
-    app = create_app(config)
-    url = f"http://{config.host}:{config.port}/"
-    print(f"maskproxy serving on {url}", flush=True)
-    if generated:
-        print(f"API key (generated; set MASKPROXY_API_KEY to choose one): {config.api_key}", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=4.0,
-                access_log=None)
+    with tempfile.TemporaryDirectory(prefix="maskproxy-tls-") as folder:
+        context = ssl_context(config, Path(folder))
+        app = create_app(config)
+        scheme = "https" if context else "http"
+        print(f"maskproxy serving on {scheme}://{config.host}:{config.port}/", flush=True)
+        if generated:
+            print(f"API key (generated; set MASKPROXY_API_KEY to choose one): {config.api_key}", flush=True)
+        web.run_app(app, host=config.host, port=config.port, ssl_context=context, print=None,
+                    shutdown_timeout=3.0, access_log=None, handle_signals=True)
     return 0

@@ -39,6 +39,7 @@ class MaskResult:
     params: MaskParams
     received: float  #: time.monotonic() when the camera frame arrived
     fault: bool = False  #: masking failed for this frame: ``frame`` is the fault placeholder
+    timings: dict[str, float] | None = None  #: milliseconds per pipeline stage
 
 
 def fit_size(width: int, height: int, max_pixels: int = MAX_FRAME_PIXELS) -> tuple[int, int]:
@@ -75,8 +76,10 @@ class MaskWorker:
     """One thread masking one consult's camera frames. ``start()``, ``submit()``..., ``stop()``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_result: Callable[[MaskResult], None],
-                 threads: int = 1, pipeline_factory: Callable[[], object] | None = None) -> None:
+                 threads: int = 1, pipeline_factory: Callable[[], object] | None = None,
+                 max_pixels: int = MAX_FRAME_PIXELS) -> None:
         self._loop = loop
+        self.max_pixels = max_pixels
         self._on_result = on_result
         self._threads = threads
         self._factory = pipeline_factory
@@ -139,12 +142,12 @@ class MaskWorker:
                 try:
                     if pipeline is None:
                         pipeline = self._make_pipeline()
-                    result = self._mask(pipeline, frame, received, index)
+                    result = self._mask(pipeline, frame, received, index, self.max_pixels)
                     self.frames += 1
                 except Exception as exc:  # noqa: BLE001 - any failure must end in a placeholder
                     self.errors += 1
                     log.error("masking failed (%s: %s); sending the placeholder", exc.__class__.__name__, exc)
-                    width, height = fit_size(frame.width, frame.height)
+                    width, height = fit_size(frame.width, frame.height, self.max_pixels)
                     result = MaskResult(rgb_to_frame(fault_placeholder(width, height), frame),
                                         MaskParams.neutral(index, float(frame.time or 0.0)), received, fault=True)
                     if pipeline is not None:
@@ -166,9 +169,10 @@ class MaskWorker:
                 pipeline.close()  # type: ignore[attr-defined]
 
     @staticmethod
-    def _mask(pipeline: object, frame: av.VideoFrame, received: float, index: int) -> MaskResult:
-        width, height = fit_size(frame.width, frame.height)
+    def _mask(pipeline: object, frame: av.VideoFrame, received: float, index: int, max_pixels: int) -> MaskResult:
+        width, height = fit_size(frame.width, frame.height, max_pixels)
         rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
         t = float(frame.time) if frame.time is not None else 0.0
         params, out = pipeline.process(rgb, t, index)  # type: ignore[attr-defined]
-        return MaskResult(rgb_to_frame(out, frame), params, received)
+        return MaskResult(rgb_to_frame(out, frame), params, received,
+                          timings=dict(pipeline.timings))  # type: ignore[attr-defined]
