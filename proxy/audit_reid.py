@@ -299,6 +299,14 @@ def rank1(distances: np.ndarray, truth: np.ndarray, persons: int) -> tuple[float
     return (float(np.mean(scored)) if scored else float("nan")), per_person
 
 
+def rank1_pooled(distances: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of all queries whose nearest reference is theirs (not averaged per person; for context)."""
+    if not len(truth):
+        return float("nan")
+    hits = np.isfinite(distances).any(axis=1) & (np.argmin(distances, axis=1) == truth)
+    return float(hits.mean())
+
+
 def genuine_impostor(distances: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Genuine (query vs own reference) and impostor (vs all other references) distances."""
     mask = np.zeros_like(distances, dtype=bool)
@@ -359,6 +367,7 @@ def evaluate(gallery: Gallery) -> dict[str, Any]:
             entry[refs_kind] = {
                 "rank1": mean,
                 "rank1_per_person": dict(zip(persons, per_person, strict=True)),
+                "rank1_pooled": rank1_pooled(distances, truth),
                 "tar_at_far_0.01": tar,
                 "far_achieved": far,
                 "threshold": threshold,
