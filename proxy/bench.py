@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime and OpenCV threads (default 1)")
     parser.add_argument("--json", action="store_true", help="end with one JSON object holding every figure")
     parser.add_argument("--no-baselines", action="store_true", help="skip the passthrough and blur baselines")
+    parser.add_argument("--live", action="store_true",
+                        help="run consults through a real 'maskproxy serve' with aiortc clients on loopback")
+    parser.add_argument("--consults", type=int, default=1, help="with --live: consults at once (default 1)")
+    parser.add_argument("--server-cpus", help="with --live: pin the proxy to these CPUs, e.g. 0 or 0-1")
+    parser.add_argument("--client-cpus", help="with --live: pin the clients to these CPUs")
     parser.add_argument("--mediapipe-python", default=os.environ.get("MASKPROXY_MEDIAPIPE_PYTHON"),
                         help="python interpreter with mediapipe==0.10.21, for the FaceMesh baseline "
                         "(or set MASKPROXY_MEDIAPIPE_PYTHON)")
@@ -285,6 +290,13 @@ def run_bench(args: argparse.Namespace) -> int:
     if clip is None:
         clip = synthetic_clip(Path(os.environ.get("TMPDIR", "/tmp")) / "maskproxy-bench-synthetic.mp4")
         print(f"no ../shared/data/videos: using a synthetic clip of the avatar ({clip})", file=sys.stderr)
+    if args.live:
+        from proxy.bench_live import run_live
+
+        report = run_live(args, clip, size)
+        if args.json:
+            print(json.dumps(report))
+        return 0
     count = max(30, int(args.seconds * 30))
     stream = camera_stream(load_frames(clip, size, count))
     report: dict[str, Any] = {"clip": str(clip), "size": f"{size[0]}x{size[1]}", "threads": args.threads,
