@@ -221,17 +221,17 @@ class Converter:
         self._conv(op, ins, out, depthwise=True)
 
     def op_prelu(self, op, ins, out) -> None:
-        """PReLU as relu(x) + alpha * (x - relu(x)): exact, and about 3x faster than
-        ONNX Runtime's PRelu kernel, whose per-channel broadcast dominated the run time."""
+        """PReLU as x + (alpha - 1) * min(x, 0): exact, and about 3x faster than ONNX Runtime's
+        PRelu kernel, whose per-channel broadcast dominated the run time."""
         alpha = self.const(ins[1])
         slope = alpha.reshape(-1)[:, None, None] if alpha.size > 1 else alpha.reshape(1)
         x = self.name(ins[0])
         base = self.unique(self.tensor_name(out))
-        self.nodes.append(helper.make_node("Relu", [x], [base + "_pos"]))
-        self.nodes.append(helper.make_node("Sub", [x, base + "_pos"], [base + "_neg"]))
-        self.nodes.append(helper.make_node("Mul", [base + "_neg", self.add_const("alpha", slope)],
-                                           [base + "_scaled"]))
-        self.emit("Add", [base + "_pos", base + "_scaled"], out)
+        zero = self.add_const("zero", np.zeros((), np.float32))
+        self.nodes.append(helper.make_node("Min", [x, zero], [base + "_neg"]))
+        gain = self.add_const("alpha_minus_one", (slope - 1).astype(np.float32))
+        self.nodes.append(helper.make_node("Mul", [base + "_neg", gain], [base + "_scaled"]))
+        self.emit("Add", [x, base + "_scaled"], out)
 
     def op_relu(self, op, ins, out) -> None:
         self.emit("Relu", [self.name(ins[0])], out, nchw=ins[0] in self.nchw)
