@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MIN_FRAME_PIXELS = 320 * 240
+
 
 @dataclass
 class Config:
@@ -97,9 +100,23 @@ class Config:
         for url in self.ice_servers:
             if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns"):
                 raise ValueError(f"ICE server {url!r} must start with stun:, stuns:, turn: or turns:")
-        for name in ("max_consults", "max_body", "rate_burst", "max_frame_pixels", "threads"):
+        for name in ("max_consults", "max_body", "rate_burst", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_frame_pixels < MIN_FRAME_PIXELS:
+            raise ValueError(f"max_frame_pixels must be at least {MIN_FRAME_PIXELS} (320x240)")
+        for name in ("turn_ttl", "room_idle_timeout", "room_max_lifetime", "peer_timeout", "rate_limit"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):  # also rejects NaN
+                raise ValueError(f"{name} must be a positive number of {'per second' if name == 'rate_limit' else 's'}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        if (self.turn_username is None) != (self.turn_password is None):
+            raise ValueError("turn_username and turn_password go together")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ValueError("api_key must be at least 16 characters")
 
 
 def _convert(name: str, kind: str, value: Any, source: str) -> Any:

@@ -20,6 +20,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +45,21 @@ log = logging.getLogger(__name__)
 PATIENT, DOCTOR = "patient", "doctor"
 #: A worker busy on one frame for longer than this is stalled: the doctor gets the fault card.
 STALL_SECONDS = 1.0
+#: A connected peer from which nothing (media, RTCP, DTLS) arrived for this long shows as disconnected;
+#: it is released after ``Config.peer_timeout``.
+SILENT_SECONDS = 3.0
+#: After a masking worker dies, wait this long before starting another (a crash loop must not spin).
+RESTART_BACKOFF = 1.0
+#: Most media sections an offer may have: the pages send at most three (video, audio, video) and a data channel.
+MAX_MEDIA_SECTIONS = 8
 
 
 class OfferError(ValueError):
     """The offer cannot be used (bad SDP, missing media)."""
+
+
+class RoomClosed(OfferError):
+    """The room was closed while the offer was being answered."""
 
 
 class IdlePictures:
@@ -86,14 +98,27 @@ class Peer:
     channel: Any = None  #: the "mask" RTCDataChannel, once the browser opens it
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  #: incoming, by kind
-    connected_at: float = field(default_factory=time.monotonic)
-    disconnected_since: float | None = None
+    joined_at: float = field(default_factory=time.monotonic)  #: when the offer was answered
+    disconnected_since: float | None = None  #: when it went silent (or failed to connect), None while alive
+    received: int = -1  #: packets received on its transport at the last liveness check
+    heard_at: float = field(default_factory=time.monotonic)  #: when ``received`` last grew
+
+    @property
+    def state(self) -> str:
+        """``connecting``, ``connected``, ``disconnected`` (silent, may heal) or ``closed``."""
+        state = self.pc.connectionState
+        if state in ("new", "connecting"):
+            return "connecting"
+        if state == "connected":
+            return "disconnected" if self.disconnected_since is not None else "connected"
+        return "closed"
 
 
 class Room:
     """One consult. Created by the API, closed by the API, by expiry or at shutdown."""
 
-    def __init__(self, room_id: str, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(self, room_id: str, config: Config, metrics: Metrics | None = None,
+                 pipeline_factory: Callable[[], object] | None = None) -> None:
         self.id = room_id
         self.config = config
         self.metrics = metrics or Metrics()
@@ -108,6 +133,10 @@ class Room:
         self.size = (640, 480)
         self.closed = False
         self._worker: MaskWorker | None = None
+        self._worker_died: float | None = None
+        self.late = 0  #: masked frames discarded because they finished more than STALL_SECONDS after arrival
+        #: Builds each worker's masking pipeline (None: the real one); tests inject faulty pipelines here.
+        self.pipeline_factory = pipeline_factory
         self._loop = asyncio.get_running_loop()
         self.masked = MaskedVideoTrack(self._idle_frame, on_sent=self._sent)
         self._stats_task = asyncio.create_task(self._send_stats())
@@ -125,26 +154,31 @@ class Room:
         worker = self._worker
         return {
             "room": self.id,
-            "patient": {"connected": self._connected(PATIENT)},
-            "doctor": {"connected": self._connected(DOCTOR)},
+            "patient": self._peer_state(PATIENT),
+            "doctor": self._peer_state(DOCTOR),
             "mask": {
                 "fps": round(self.stats.fps(), 1),
                 "frames": self.stats.frames,
-                "dropped": worker.dropped if worker else 0,
+                "dropped": (worker.dropped if worker else 0) + self.late,
                 "errors": worker.errors if worker else 0,
+                "worker": "running" if worker is not None and worker.alive else "stopped",
                 "face": self.face,
                 "latency_ms": self.stats.latency(),
                 "size": f"{self.size[0]}x{self.size[1]}",
             },
         }
 
-    def _connected(self, role: str) -> bool:
+    def _peer_state(self, role: str) -> dict[str, Any]:
+        """``connected`` is true while the peer is joining or connected (not once it went silent)."""
         peer = self.peers.get(role)
-        return peer is not None and peer.pc.connectionState in ("new", "connecting", "connected")
+        state = peer.state if peer is not None else "none"
+        return {"connected": state in ("connecting", "connected"), "state": state}
 
     # -- negotiation -----------------------------------------------------
     async def answer(self, role: str, sdp: str) -> RTCSessionDescription:
         """Accept ``role``'s offer, replacing its previous connection, and return the answer."""
+        if self.closed:
+            raise RoomClosed("the room is closed")
         self.last_active = time.monotonic()
         old = self.peers.pop(role, None)
         if old is not None:
@@ -155,9 +189,12 @@ class Room:
         self.peers[role] = peer
         try:
             await self._negotiate(peer, sdp)
-        except Exception:
-            self.peers.pop(role, None)
-            await pc.close()
+            if self.closed:  # closed (DELETE, expiry, shutdown) while we negotiated
+                raise RoomClosed("the room is closed")
+        except BaseException:
+            if self.peers.get(role) is peer:
+                self.peers.pop(role)
+            await self._close_peer(peer, quiet=True)
             raise
         log.info("room %s: %s joined", self.id, role)
         return pc.localDescription
@@ -177,17 +214,18 @@ class Room:
         async def on_state() -> None:
             state = pc.connectionState
             if state == "connected":
-                peer.disconnected_since = None
-            elif state == "disconnected":
-                peer.disconnected_since = time.monotonic()
+                peer.disconnected_since, peer.heard_at = None, time.monotonic()
             elif state in ("failed", "closed") and self.peers.get(peer.role) is peer:
                 log.info("room %s: %s connection %s", self.id, peer.role, state)
                 self.peers.pop(peer.role, None)
                 await self._close_peer(peer)
 
+        sections = sdp.count("\nm=") + sdp.startswith("m=")
+        if sections > MAX_MEDIA_SECTIONS:
+            raise OfferError(f"the offer has {sections} media sections; at most {MAX_MEDIA_SECTIONS} are accepted")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except Exception as exc:  # aiortc raises ValueError and others on bad SDP
+        except Exception as exc:  # aiortc raises ValueError and others on bad SDP or unsupported codecs
             raise OfferError(f"invalid SDP offer: {exc}") from None
         transceivers = pc.getTransceivers()
         videos = [t for t in transceivers if t.kind == "video"]
@@ -211,7 +249,11 @@ class Room:
             preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs
                                                                             if c.mimeType == "video/rtx"]
             transceiver.setCodecPreferences(preferred)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no common codec)
+            log.warning("room %s: cannot answer the %s's offer (%s)", self.id, peer.role, exc.__class__.__name__)
+            raise OfferError(f"cannot answer the offer: {exc}") from None
 
     @staticmethod
     def _send(transceiver: Any, track: MediaStreamTrack) -> None:
@@ -248,23 +290,40 @@ class Room:
             self.last_active = time.monotonic()
             if self._worker is not worker or not worker.alive:
                 worker = self._ensure_worker()
-            worker.submit(frame, time.monotonic())
+            if worker.alive:
+                worker.submit(frame, time.monotonic())
+            # else: the worker died and is not restarted yet: the frame is dropped, the doctor sees the card
 
     # -- masking ---------------------------------------------------------
     def _ensure_worker(self) -> MaskWorker:
-        if self._worker is None or not self._worker.alive:
-            if self._worker is not None:
-                log.error("room %s: masking worker died; starting a new one", self.id)
-            self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
-                                      max_pixels=self.config.max_frame_pixels)
-            self._worker.start()
+        """The running worker; a dead one is replaced, at most once per ``RESTART_BACKOFF`` seconds."""
+        worker = self._worker
+        if worker is not None and worker.alive:
+            return worker
+        now = time.monotonic()
+        if worker is not None:
+            if self._worker_died is None:
+                self._worker_died = now
+                self.metrics.errors.inc()
+                log.error("room %s: masking worker died; restarting it", self.id)
+            if now - self._worker_died < RESTART_BACKOFF or self.closed:
+                return worker  # dead: frames are dropped until the restart, the doctor sees the card
+        self._worker_died = None
+        self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
+                                  pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels)
+        self._worker.start()
         return self._worker
 
     def _on_result(self, result: MaskResult) -> None:
         if self.closed:
             return
-        self.face = result.params.face
         self.size = (result.frame.width, result.frame.height)
+        if time.monotonic() - result.received > STALL_SECONDS:
+            # finished too late to be live: showing it would pass stale movement off as current
+            self.late += 1
+            self.metrics.dropped.inc()
+            return
+        self.face = result.params.face
         if result.fault:
             self.metrics.errors.inc()
         for stage, ms in (result.timings or {}).items():
@@ -310,36 +369,76 @@ class Room:
                 pass
 
     async def _send_stats(self) -> None:
+        """Once a second: stats to the pages, liveness of the peers, a log line every 30 s."""
         last_log = time.monotonic()
         reported: tuple[object, int] = (None, 0)
         while not self.closed:
             await asyncio.sleep(1.0)
-            worker = self._worker
-            if worker is not None:
-                seen = reported[1] if reported[0] is worker else 0
-                if worker.dropped > seen:
-                    self.metrics.dropped.inc(worker.dropped - seen)
-                reported = (worker, worker.dropped)
-            state = self.state()["mask"]
-            message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "latency_ms", "face")}})
-            for peer in list(self.peers.values()):
-                self._send_text(peer, message)
-                if peer.disconnected_since and time.monotonic() - peer.disconnected_since > self.config.peer_timeout:
-                    log.info("room %s: %s unreachable for %.0f s, releasing", self.id, peer.role,
-                             self.config.peer_timeout)
-                    if self.peers.get(peer.role) is peer:
-                        self.peers.pop(peer.role)
-                    await self._close_peer(peer)
-            if self.peers:
-                self.last_active = time.monotonic()
-            if time.monotonic() - last_log >= 30 and PATIENT in self.peers:
-                last_log = time.monotonic()
-                log.info("room %s: %.1f fps, %d dropped, latency p50 %.0f ms p95 %.0f ms, face %s", self.id,
-                         state["fps"], state["dropped"], state["latency_ms"]["p50"], state["latency_ms"]["p95"],
-                         state["face"])
+            try:
+                reported = await self._tick(reported)
+                if time.monotonic() - last_log >= 30 and PATIENT in self.peers:
+                    last_log = time.monotonic()
+                    state = self.state()["mask"]
+                    log.info("room %s: %.1f fps, %d dropped, latency p50 %.0f ms p95 %.0f ms, face %s", self.id,
+                             state["fps"], state["dropped"], state["latency_ms"]["p50"],
+                             state["latency_ms"]["p95"], state["face"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - this loop also releases dead peers: it must not die
+                log.exception("room %s: housekeeping failed", self.id)
+
+    async def _tick(self, reported: tuple[object, int]) -> tuple[object, int]:
+        worker = self._worker
+        if worker is not None:
+            seen = reported[1] if reported[0] is worker else 0
+            if worker.dropped > seen:
+                self.metrics.dropped.inc(worker.dropped - seen)
+            reported = (worker, worker.dropped)
+        state = self.state()["mask"]
+        message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "latency_ms", "face")}})
+        for peer in list(self.peers.values()):
+            self._send_text(peer, message)
+            if await self._unreachable(peer) and self.peers.get(peer.role) is peer:
+                self.peers.pop(peer.role)
+                await self._close_peer(peer)
+        if self.peers:
+            self.last_active = time.monotonic()
+        return reported
+
+    async def _unreachable(self, peer: Peer) -> bool:
+        """Whether ``peer`` should be released: it never connected, or nothing came from it, for peer_timeout.
+
+        aiortc has no "disconnected" state and its consent checks give up only after about 30 s, so
+        liveness is judged here from the packets its transport receives: a live browser sends media and
+        RTCP reports on the masked stream every second or so, whether or not it sends a camera.
+        """
+        now, timeout = time.monotonic(), self.config.peer_timeout
+        state = peer.pc.connectionState
+        if state in ("new", "connecting"):
+            if now - peer.joined_at > timeout:
+                log.info("room %s: %s did not connect within %.0f s, releasing", self.id, peer.role, timeout)
+                return True
+            return False
+        if state != "connected":
+            return False  # failed/closed: the state handler releases it
+        try:
+            report = await peer.pc.getStats()
+            received = sum(getattr(s, "packetsReceived", 0) or 0 for s in report.values() if s.type == "transport")
+        except Exception:  # noqa: BLE001 - stats of a connection closing under us
+            return False
+        if received != peer.received:
+            peer.received, peer.heard_at, peer.disconnected_since = received, now, None
+            return False
+        if now - peer.heard_at > SILENT_SECONDS and peer.disconnected_since is None:
+            peer.disconnected_since = peer.heard_at
+            log.info("room %s: %s went silent", self.id, peer.role)
+        if now - peer.heard_at > timeout:
+            log.info("room %s: %s unreachable for %.0f s, releasing", self.id, peer.role, timeout)
+            return True
+        return False
 
     # -- lifetime --------------------------------------------------------
-    async def _close_peer(self, peer: Peer) -> None:
+    async def _close_peer(self, peer: Peer, quiet: bool = False) -> None:
         for task in peer.tasks:
             task.cancel()
         for track in peer.tracks.values():
@@ -349,7 +448,8 @@ class Room:
             worker, self._worker = self._worker, None
             await asyncio.to_thread(worker.stop)
             self.face = False
-        log.info("room %s: %s left", self.id, peer.role)
+        if not quiet:
+            log.info("room %s: %s left", self.id, peer.role)
 
     async def close(self) -> None:
         if self.closed:
@@ -373,13 +473,15 @@ class RoomRegistry:
         self.config = config
         self.metrics = metrics or Metrics()
         self.rooms: dict[str, Room] = {}
+        #: Builds the masking pipeline of each consult's worker (None: the real MaskPipeline); a hook for tests.
+        self.pipeline_factory: Callable[[], object] | None = None
         self._expiry: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._expiry = asyncio.create_task(self._expire())
 
     def create(self) -> Room:
-        room = Room(secrets.token_urlsafe(9), self.config, self.metrics)
+        room = Room(secrets.token_urlsafe(9), self.config, self.metrics, self.pipeline_factory)
         self.rooms[room.id] = room
         self.metrics.consults.set(len(self.rooms))
         log.info("room %s: created (%d open)", room.id, len(self.rooms))
@@ -399,7 +501,8 @@ class RoomRegistry:
     def refresh_metrics(self) -> None:
         """Gauges that are cheaper to read on demand than to keep current."""
         for role in ("patient", "doctor"):
-            self.metrics.peers.labels(role).set(sum(r.state()[role]["connected"] for r in self.rooms.values()))
+            self.metrics.peers.labels(role).set(sum(r._peer_state(role)["state"] == "connected"
+                                                    for r in self.rooms.values()))
         self.metrics.fps.set(sum(r.stats.fps() for r in self.rooms.values()))
 
     async def _expire(self) -> None:

@@ -33,7 +33,7 @@ from proxy.config import Config
 from proxy.ice import ice_servers
 from proxy.metrics import Metrics
 from proxy.resources import WEB
-from proxy.rooms import IdlePictures, OfferError, Room, RoomRegistry
+from proxy.rooms import IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,14 @@ async def offer(request: web.Request) -> web.Response:
         return error(400, 'type must be "offer"')
     if not isinstance(sdp, str) or not sdp.strip():
         return error(400, "sdp must be a non-empty string")
-    if len(sdp) > MAX_SDP or not sdp.lstrip().startswith("v=0"):
+    if len(sdp) > MAX_SDP:
+        return error(413, f"SDP too large (at most {MAX_SDP} characters)")
+    if not sdp.lstrip().startswith("v=0"):
         return error(400, "malformed SDP")
     try:
         answer = await room.answer(role, sdp)
+    except RoomClosed:
+        return error(404, "no such room")
     except OfferError as exc:
         return error(400, str(exc))
     return web.json_response({"sdp": answer.sdp, "type": answer.type})

@@ -68,9 +68,35 @@ class Pacer:
 
 
 def silence(samples: int = int(AUDIO_RATE * AUDIO_PTIME)) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, samples), np.int16), format="s16", layout="mono")
+    """``samples`` of stereo silence in the audio format all relayed audio is converted to."""
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 2 * samples), np.int16), format="s16", layout="stereo")
     frame.sample_rate = AUDIO_RATE
     return frame
+
+
+class AudioFormat:
+    """Converts audio frames of any format to s16 stereo 48 kHz.
+
+    aiortc's Opus encoder fixes its resampler's input format on the first frame and
+    raises on any other, so a relay that switches between silence and a peer's
+    audio (or between peers whose decoders differ) must send one format only.
+    """
+
+    def __init__(self) -> None:
+        self._resamplers: dict[tuple[str, str, int], av.AudioResampler] = {}
+        self._pending: list[av.AudioFrame] = []
+
+    def convert(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key == ("s16", "stereo", AUDIO_RATE):
+            return [frame]
+        resampler = self._resamplers.get(key)
+        if resampler is None:
+            resampler = self._resamplers[key] = av.AudioResampler(format="s16", layout="stereo", rate=AUDIO_RATE)
+        out = resampler.resample(frame)
+        for converted in out:
+            converted.sample_rate = AUDIO_RATE
+        return out
 
 
 class SwitchableTrack(MediaStreamTrack):
@@ -88,10 +114,14 @@ class SwitchableTrack(MediaStreamTrack):
         self._placeholder = placeholder
         self._timeline = Timeline(AUDIO_RATE if kind == "audio" else VIDEO_CLOCK)
         self._pacer = Pacer(AUDIO_PTIME if kind == "audio" else 1 / PLACEHOLDER_FPS)
+        self._audio = AudioFormat()
+        self._converted: list[tuple[av.AudioFrame, object]] = []
 
     async def recv(self) -> av.AudioFrame | av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._converted:
+            return self._stamp(*self._converted.pop(0))
         while True:
             source = self._source()
             if source is None or source.readyState != "live":
@@ -103,6 +133,12 @@ class SwitchableTrack(MediaStreamTrack):
             except MediaStreamError:
                 await asyncio.sleep(0)
                 continue
+            if self.kind == "audio":
+                frames = self._audio.convert(frame)  # type: ignore[arg-type]
+                if not frames:
+                    continue  # the resampler is buffering
+                self._converted.extend((f, source) for f in frames[1:])
+                frame = frames[0]
             return self._stamp(frame, source)
 
     async def _filler(self) -> av.AudioFrame | av.VideoFrame:
@@ -130,7 +166,8 @@ class MaskedVideoTrack(MediaStreamTrack):
     ``push()`` (on the event loop) offers a finished frame; only the newest
     one is kept. With nothing new for ``stall_after`` seconds the track sends
     the ``idle`` picture (the neutral avatar, or the fault card when the
-    worker is stuck), so the doctor always sees something, never the camera.
+    worker is stuck) at ``PLACEHOLDER_FPS``, so the doctor always sees
+    something, never the camera.
     """
 
     kind = "video"
@@ -144,28 +181,36 @@ class MaskedVideoTrack(MediaStreamTrack):
         self._latest: tuple[av.VideoFrame, object] | None = None
         self._event = asyncio.Event()
         self._timeline = Timeline(VIDEO_CLOCK)
-        self._pacer = Pacer(1 / PLACEHOLDER_FPS)
         self._live_source = object()
+        self._last_live: float | None = None  #: when the last pushed frame was sent
 
     def push(self, frame: av.VideoFrame, tag: object = None) -> None:
         self._latest = (frame, tag)
         self._event.set()
 
     async def recv(self) -> av.VideoFrame:
+        """The newest pushed frame; once none came for ``stall_after`` s, the idle picture at PLACEHOLDER_FPS."""
         if self.readyState != "live":
             raise MediaStreamError
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout=self._stall_after)
-        except TimeoutError:
-            await self._pacer.wait()
-            frame = self._idle()
-            frame.pts = self._timeline.place(None, None, None, VIDEO_CLOCK // PLACEHOLDER_FPS)
-            frame.time_base = VIDEO_TIME_BASE
-            return frame
-        self._event.clear()
-        assert self._latest is not None
+        while True:
+            since = None if self._last_live is None else time.monotonic() - self._last_live
+            stalled = since is None or since >= self._stall_after
+            timeout = 1 / PLACEHOLDER_FPS if stalled else self._stall_after - since  # type: ignore[operator]
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout=timeout)
+            except TimeoutError:
+                if stalled or time.monotonic() - self._last_live >= self._stall_after:  # type: ignore[operator]
+                    frame = self._idle()
+                    frame.pts = self._timeline.place(None, None, None, VIDEO_CLOCK // PLACEHOLDER_FPS)
+                    frame.time_base = VIDEO_TIME_BASE
+                    return frame
+                continue
+            self._event.clear()
+            if self._latest is not None:
+                break
         frame, tag = self._latest
         self._latest = None
+        self._last_live = time.monotonic()
         frame.pts = self._timeline.place(frame.pts, frame.time_base, self._live_source, 3000)
         frame.time_base = VIDEO_TIME_BASE
         if self._on_sent is not None:

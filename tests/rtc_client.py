@@ -1,4 +1,9 @@
-"""A real aiortc peer playing the patient's or the doctor's browser, for tests and load runs."""
+"""A real aiortc peer playing the patient's or the doctor's browser, for tests and load runs.
+
+Also the helpers the proxy's robustness tests share: a camera picture no mask may ever show
+(:func:`camera_pattern`), a check that a received frame is not it, and stand-in masking
+pipelines (fast, failing, stalling, crashing) for ``RoomRegistry.pipeline_factory``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,19 @@ import asyncio
 import fractions
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import av
+import cv2
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
+
+from proxy.params import MaskParams
+
+THUMB = (32, 24)  #: size at which received frames are compared with known pictures
 
 
 class FramesTrack(MediaStreamTrack):
@@ -42,14 +53,18 @@ class FramesTrack(MediaStreamTrack):
 
 
 class Receiver:
-    """Collects what a remote track delivers."""
+    """Collects what a remote track delivers; with ``thumbs``, a small RGB copy of every video frame."""
 
-    def __init__(self, track: MediaStreamTrack, keep: int = 0) -> None:
+    def __init__(self, track: MediaStreamTrack, keep: int = 0, thumbs: bool = False) -> None:
         self.track = track
         self.count = 0
         self.times: list[float] = []
         self.kept: list[np.ndarray] = []
+        self.thumbs: list[np.ndarray] = []
+        self.sizes: set[tuple[int, int]] = set()
         self.keep = keep
+        self.keep_thumbs = thumbs
+        self.ended = False  #: the remote track ended (the connection closed)
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -57,11 +72,17 @@ class Receiver:
             try:
                 frame = await self.track.recv()
             except MediaStreamError:
+                self.ended = True
                 return
             self.count += 1
             self.times.append(time.monotonic())
-            if self.track.kind == "video" and len(self.kept) < self.keep and self.count % 10 == 0:
+            if self.track.kind != "video":
+                continue
+            self.sizes.add((frame.width, frame.height))
+            if len(self.kept) < self.keep and self.count % 10 == 0:
                 self.kept.append(frame.to_ndarray(format="rgb24"))
+            if self.keep_thumbs:
+                self.thumbs.append(frame.to_ndarray(width=THUMB[0], height=THUMB[1], format="rgb24"))
 
     def fps(self, seconds: float = 3.0) -> float:
         now = time.monotonic()
@@ -73,15 +94,17 @@ class Client:
     """One browser side of a consult: ``patient`` or ``doctor``."""
 
     def __init__(self, base: str, room: str, token: str, role: str, frames: list[np.ndarray] | None = None,
-                 fps: float = 30.0) -> None:
+                 fps: float = 30.0, configuration: RTCConfiguration | None = None, thumbs: bool = False) -> None:
         self.base, self.room, self.token, self.role = base, room, token, role
-        self.pc = RTCPeerConnection()
+        self.pc = RTCPeerConnection(configuration)
         self.messages: list[dict[str, Any]] = []
         self.camera = FramesTrack(frames, fps) if frames is not None else None
         self.receivers: dict[str, Receiver] = {}
         self.keep = 0
+        self.thumbs = thumbs
 
-    async def connect(self, session: aiohttp.ClientSession, keep: int = 0) -> None:
+    async def connect(self, session: aiohttp.ClientSession, keep: int = 0, answer: bool = True) -> None:
+        """Offer to the proxy and, with ``answer``, apply its answer (without: a peer that never connects)."""
         self.keep = keep
         pc = self.pc
         if self.camera is not None:
@@ -101,19 +124,248 @@ class Client:
         def on_track(track: MediaStreamTrack) -> None:
             index = [t.receiver.track for t in pc.getTransceivers()].index(track)
             name = {0: "masked", 1: "audio", 2: "doctor_video"}[index]
-            self.receivers[name] = Receiver(track, keep=self.keep if name == "masked" else 0)
+            self.receivers[name] = Receiver(track, keep=self.keep if name == "masked" else 0,
+                                            thumbs=self.thumbs and name == "masked")
 
         await pc.setLocalDescription(await pc.createOffer())
         async with session.post(f"{self.base}/api/rooms/{self.room}/offer",
                                 json={"token": self.token, "sdp": pc.localDescription.sdp, "type": "offer"}) as r:
             body = await r.json()
             assert r.status == 200, body
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        if answer:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pc.connectionState != "connected":
+            assert time.monotonic() < deadline, f"{self.role} did not connect: {self.pc.connectionState}"
+            await asyncio.sleep(0.05)
 
     def params(self) -> list[dict[str, Any]]:
         return [m for m in self.messages if "stats" not in m]
+
+    def selected_pair(self) -> tuple[str, str] | None:
+        """Types (host, srflx, relay) of the local and remote candidates of the selected ICE pair."""
+        connection = self.pc.getTransceivers()[0].sender.transport.transport._connection
+        pair = connection._nominated.get(1)
+        return (pair.local_candidate.type, pair.remote_candidate.type) if pair else None
+
+    def abort(self) -> None:
+        """Vanish without a goodbye, as a crashed browser or a pulled cable: close the UDP sockets.
+
+        No DTLS close_notify, no RTCP BYE: the proxy only notices that nothing arrives any more.
+        """
+        for transceiver in self.pc.getTransceivers():
+            connection = transceiver.sender.transport.transport._connection
+            for protocol in list(connection._protocols):
+                if protocol.transport is not None:
+                    protocol.transport.close()
+        if self.camera is not None:
+            self.camera.stop()
 
     async def close(self) -> None:
         for receiver in self.receivers.values():
             receiver.task.cancel()
         await self.pc.close()
+
+
+class LocalProxy:
+    """The proxy's app on an ephemeral 127.0.0.1 port, in this process, with an optional stand-in pipeline."""
+
+    def __init__(self, config: Any, pipeline_factory: Callable[[], object] | None = None) -> None:
+        from aiohttp.test_utils import TestServer
+
+        from proxy.server import REGISTRY, create_app
+
+        self.config = config
+        self.app = create_app(config)
+        self.registry = self.app[REGISTRY]
+        self.registry.pipeline_factory = pipeline_factory
+        self.server = TestServer(self.app, host="127.0.0.1")
+        self.base = ""
+
+    async def __aenter__(self) -> LocalProxy:
+        await self.server.start_server()
+        self.base = str(self.server.make_url("")).rstrip("/")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.close()
+
+    async def create_room(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        async with session.post(f"{self.base}/api/rooms",
+                                headers={"Authorization": f"Bearer {self.config.api_key}"}) as response:
+            assert response.status == 201, await response.text()
+            return await response.json()
+
+    async def state(self, session: aiohttp.ClientSession, room: dict[str, str]) -> dict[str, Any]:
+        async with session.get(f"{self.base}/api/rooms/{room['room']}",
+                               params={"token": room["doctor_token"]}) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    def client(self, room: dict[str, str], role: str, **kwargs: Any) -> Client:
+        return Client(self.base, room["room"], room[f"{role}_token"], role, **kwargs)
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.25) -> float:
+    """Poll ``predicate`` (sync or async) until true; seconds it took. Fails the test on timeout."""
+    start = time.monotonic()
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, f"not true within {timeout} s"
+        await asyncio.sleep(step)
+
+
+# -- pictures the tests recognise ------------------------------------------
+
+def camera_pattern(width: int = 320, height: int = 240) -> np.ndarray:
+    """A camera picture nothing the proxy sends may resemble: saturated magenta, a checkerboard marker."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = (255, 0, 255)
+    cell = max(2, min(width, height) // 12)
+    for y in range(4):
+        for x in range(4):
+            image[y * cell:(y + 1) * cell, x * cell:(x + 1) * cell] = (0, 255, 0) if (x + y) % 2 else (255, 255, 0)
+    return image
+
+
+def thumb(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two thumbnails (0-255)."""
+    return float(np.abs(thumb(a) - thumb(b)).mean())
+
+
+def fault_card() -> np.ndarray:
+    from proxy.worker import fault_placeholder
+
+    return fault_placeholder(320, 240)
+
+
+def neutral_avatar() -> np.ndarray:
+    from proxy.rooms import IdlePictures
+
+    return IdlePictures.neutral(320, 240)
+
+
+# -- stand-in masking pipelines (MaskPipeline's interface) -----------------
+
+class NeutralPipeline:
+    """Fast stand-in: the neutral avatar for every frame. It never reads the pixels it gets."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
+        self.calls += 1
+        height, width = rgb.shape[:2]
+        self.timings = {"track": 0.1, "render": 0.1}
+        return MaskParams.neutral(index, t), self.output(width, height)
+
+    @staticmethod
+    def output(width: int, height: int) -> np.ndarray:
+        from proxy.rooms import IdlePictures
+
+        return IdlePictures.neutral(width, height)
+
+    def close(self) -> None:
+        pass
+
+
+class FailingPipeline(NeutralPipeline):
+    """The tracker raises on every frame."""
+
+    def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
+        self.calls += 1
+        raise RuntimeError("tracker exploded")
+
+
+class StallingPipeline(NeutralPipeline):
+    """The renderer hangs for ``seconds`` on every frame, then returns the neutral avatar."""
+
+    seconds = 3.0
+
+    def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
+        time.sleep(self.seconds)
+        return super().process(rgb, t, index)
+
+
+class WorkerCrash(SystemExit):
+    """Not an Exception: escapes the worker's error handling and ends its thread, as a fatal error would."""
+
+
+class CrashingPipeline(NeutralPipeline):
+    """Kills the worker thread on every frame."""
+
+    def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
+        self.calls += 1
+        raise WorkerCrash("worker thread killed")
+
+
+def counting(factory: Callable[[], NeutralPipeline]) -> tuple[Callable[[], NeutralPipeline], list[NeutralPipeline]]:
+    """``factory`` and the list of pipelines it made."""
+    made: list[NeutralPipeline] = []
+
+    def make() -> NeutralPipeline:
+        made.append(factory())
+        return made[-1]
+
+    return make, made
+
+
+# -- a consult in its own process ------------------------------------------
+
+async def _consult(args: Any) -> None:
+    """Both sides of a consult; one JSON line per ``--every`` seconds: doctor's masked frames so far, etc."""
+    width, height = map(int, args.size.split("x"))
+    async with aiohttp.ClientSession() as session:
+        doctor = Client(args.base, args.room, args.doctor_token, "doctor", thumbs=True)
+        patient = Client(args.base, args.room, args.patient_token, "patient",
+                         frames=[camera_pattern(width, height)], fps=args.fps)
+        await doctor.connect(session)
+        await patient.connect(session)
+        print(json.dumps({"connected": True}), flush=True)
+        end = time.monotonic() + args.seconds
+        try:
+            while time.monotonic() < end:
+                await asyncio.sleep(args.every)
+                masked = doctor.receivers.get("masked")
+                far = min((distance(t, camera_pattern(width, height)) for t in masked.thumbs[-30:]), default=None) \
+                    if masked else None
+                print(json.dumps({"t": time.monotonic(), "doctor_frames": masked.count if masked else 0,
+                                  "camera_sent": patient.camera.sent if patient.camera else 0,
+                                  "min_distance_to_camera": far, "doctor_state": doctor.pc.connectionState,
+                                  "patient_state": patient.pc.connectionState}), flush=True)
+        finally:
+            await patient.close()
+            await doctor.close()
+
+
+def main() -> None:
+    """``python -m tests.rtc_client BASE ROOM PATIENT_TOKEN DOCTOR_TOKEN``: a consult outside the test's process.
+
+    A browser pair does not share the proxy's interpreter; running the clients here keeps their
+    decoding and encoding off the proxy's GIL, so the frame rate measured is the proxy's.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    for name in ("base", "room", "patient_token", "doctor_token"):
+        parser.add_argument(name)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--every", type=float, default=0.5)
+    parser.add_argument("--size", default="320x240")
+    parser.add_argument("--fps", type=float, default=30.0)
+    asyncio.run(_consult(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -268,8 +268,8 @@ $('reset-blinks').addEventListener('click', () => {
 
 /* ---------- start ---------- */
 
-countFrames(patientVideo, () => {
-  mp.framesShown += 1;
+countFrames(patientVideo, (n) => {
+  mp.framesShown += n;
 });
 
 async function main() {

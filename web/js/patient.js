@@ -215,8 +215,8 @@ $('rejoin').addEventListener('click', () => location.reload());
 // Closing the tab: tell the server right away instead of letting ICE time out.
 window.addEventListener('pagehide', () => call?.close());
 
-countFrames(selfView, () => {
-  mp.framesShown += 1;
+countFrames(selfView, (n) => {
+  mp.framesShown += n;
 });
 
 if (!params) {

@@ -201,11 +201,23 @@ export async function playWithSound(video, onSoundBlocked) {
   }
 }
 
-/** Count frames actually presented by a <video> (for tests and diagnostics). */
-export function countFrames(video, onFrame) {
+/**
+ * Count frames actually presented by a <video> (for tests and diagnostics): `onFrames(n, meta)` gets the
+ * number of frames presented since the last call. A busy page runs its video-frame callbacks less often
+ * than frames are shown (one callback may stand for several frames), so the count comes from
+ * `meta.presentedFrames`, not from the number of callbacks; it restarts when the video gets a new source.
+ */
+export function countFrames(video, onFrames) {
   if (!('requestVideoFrameCallback' in HTMLVideoElement.prototype)) return;
+  let last = null;
   const step = (now, meta) => {
-    onFrame(meta);
+    const presented = meta.presentedFrames;
+    let n = 1;
+    if (Number.isFinite(presented)) {
+      n = last === null || presented < last ? 1 : presented - last;
+      last = presented;
+    }
+    if (n > 0) onFrames(n, meta);
     video.requestVideoFrameCallback(step);
   };
   video.requestVideoFrameCallback(step);
