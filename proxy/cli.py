@@ -54,6 +54,7 @@ SERVE_FLAGS = {
     "rate_limit": (float, "API requests per second per client address (default 10)"),
     "rate_burst": (int, "API request burst per client address (default 40)"),
     "max_frame_pixels": (int, "camera frames above this many pixels are downscaled (default 921600)"),
+    "self_view_fps": (float, "frame rate of the patient's masked self-view, 0 = every frame (default 15)"),
     "threads": (int, "ONNX Runtime threads per consult (default 1)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
 }

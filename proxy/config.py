@@ -51,6 +51,8 @@ class Config:
     rate_burst: int = 40
     #: Camera frames larger than this many pixels are downscaled on arrival.
     max_frame_pixels: int = 1280 * 720
+    #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all.
+    self_view_fps: float = 15.0
     #: ONNX Runtime threads per consult.
     threads: int = 1
     log_json: bool = False
@@ -109,6 +111,8 @@ class Config:
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):  # also rejects NaN
                 raise ValueError(f"{name} must be a positive number of {'per second' if name == 'rate_limit' else 's'}")
+        if not 0 <= self.self_view_fps <= 120:  # also rejects NaN
+            raise ValueError("self_view_fps must be between 0 (every frame) and 120")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):

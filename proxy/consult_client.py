@@ -45,16 +45,24 @@ class FramesTrack(MediaStreamTrack):
         return frame
 
 
-class Receiver:
-    """Counts (and optionally keeps some of) what a remote track delivers."""
+#: Size of the thumbnails a Receiver can keep of every video frame.
+THUMB = (32, 24)
 
-    def __init__(self, track: MediaStreamTrack, keep: int = 0) -> None:
+
+class Receiver:
+    """Counts what a remote track delivers; keeps every 10th video frame (up to ``keep``) and,
+    with ``thumbs``, a small RGB copy of every one."""
+
+    def __init__(self, track: MediaStreamTrack, keep: int = 0, thumbs: bool = False) -> None:
         self.track = track
         self.count = 0
         self.times: list[float] = []
         self.kept: list[np.ndarray] = []
+        self.thumbs: list[np.ndarray] = []
+        self.sizes: set[tuple[int, int]] = set()
         self.keep = keep
-        self.ended = False
+        self.keep_thumbs = thumbs
+        self.ended = False  #: the remote track ended (the connection closed)
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -66,8 +74,13 @@ class Receiver:
                 return
             self.count += 1
             self.times.append(time.monotonic())
-            if self.track.kind == "video" and len(self.kept) < self.keep and self.count % 10 == 0:
+            if self.track.kind != "video":
+                continue
+            self.sizes.add((frame.width, frame.height))
+            if len(self.kept) < self.keep and self.count % 10 == 0:
                 self.kept.append(frame.to_ndarray(format="rgb24"))
+            if self.keep_thumbs:
+                self.thumbs.append(frame.to_ndarray(width=THUMB[0], height=THUMB[1], format="rgb24"))
 
     def fps(self, seconds: float = 3.0, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -78,14 +91,16 @@ class ConsultClient:
     """One side of a consult (``patient`` or ``doctor``); ``connect()``, then ``close()``."""
 
     def __init__(self, base: str, room: str, token: str, role: str, frames: list[np.ndarray] | None = None,
-                 fps: float = 30.0, configuration: RTCConfiguration | None = None) -> None:
+                 fps: float = 30.0, configuration: RTCConfiguration | None = None, thumbs: bool = False) -> None:
         self.base, self.room, self.token, self.role = base.rstrip("/"), room, token, role
         self.pc = RTCPeerConnection(configuration)
         self.messages: list[dict[str, Any]] = []
         self.camera = FramesTrack(frames, fps) if frames is not None else None
         self.receivers: dict[str, Receiver] = {}
+        self.thumbs = thumbs
 
-    async def connect(self, session: aiohttp.ClientSession, keep: int = 0) -> None:
+    async def connect(self, session: aiohttp.ClientSession, keep: int = 0, answer: bool = True) -> None:
+        """Offer to the proxy and, with ``answer``, apply its answer (without: a peer that never connects)."""
         pc = self.pc
         if self.camera is not None:
             pc.addTransceiver(self.camera, direction="sendrecv")
@@ -104,7 +119,8 @@ class ConsultClient:
         def on_track(track: MediaStreamTrack) -> None:
             index = [t.receiver.track for t in pc.getTransceivers()].index(track)
             name = {0: "masked", 1: "audio", 2: "doctor_video"}[index]
-            self.receivers[name] = Receiver(track, keep=keep if name == "masked" else 0)
+            self.receivers[name] = Receiver(track, keep=keep if name == "masked" else 0,
+                                            thumbs=self.thumbs and name == "masked")
 
         await pc.setLocalDescription(await pc.createOffer())
         async with session.post(f"{self.base}/api/rooms/{self.room}/offer",
@@ -112,7 +128,15 @@ class ConsultClient:
             body = await r.json()
             if r.status != 200:
                 raise RuntimeError(f"offer refused: {r.status} {body}")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        if answer:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pc.connectionState != "connected":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.role} did not connect: {self.pc.connectionState}")
+            await asyncio.sleep(0.05)
 
     def params(self) -> list[dict[str, Any]]:
         return [m for m in self.messages if "stats" not in m]

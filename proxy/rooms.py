@@ -37,7 +37,7 @@ from proxy.ice import rtc_ice_servers
 from proxy.metrics import Metrics
 from proxy.params import MaskParams
 from proxy.stats import RollingStats
-from proxy.tracks import MaskedVideoTrack, SwitchableTrack
+from proxy.tracks import MaskedVideoTrack, RateLimitedTrack, SwitchableTrack
 from proxy.worker import MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,10 @@ class Room:
 
         # (handlers first: aiortc emits "track" while applying the offer)
         # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio].
-        self._send(videos[0], self.relay.subscribe(self.masked, buffered=False))
+        masked = self.relay.subscribe(self.masked, buffered=False)
+        if peer.role == PATIENT and self.config.self_view_fps > 0:
+            masked = RateLimitedTrack(masked, self.config.self_view_fps)
+        self._send(videos[0], masked)
         if peer.role == PATIENT:
             if audios:
                 self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(DOCTOR, "audio")))

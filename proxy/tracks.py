@@ -216,3 +216,32 @@ class MaskedVideoTrack(MediaStreamTrack):
         if self._on_sent is not None:
             self._on_sent(tag)
         return frame
+
+
+class RateLimitedTrack(MediaStreamTrack):
+    """Passes on at most ``fps`` frames a second of another video track (by the frames' own timestamps).
+
+    The patient's self-view is the doctor's masked stream at a lower rate: every
+    sender encodes on its own, and a confirmation view does not need to cost as
+    much as the doctor's picture.
+    """
+
+    kind = "video"
+
+    def __init__(self, source: MediaStreamTrack, fps: float) -> None:
+        super().__init__()
+        self._source = source
+        self._interval = 1.0 / fps if fps > 0 else 0.0
+        self._last: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        while True:
+            frame = await self._source.recv()
+            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+            if t is None or self._last is None or t - self._last >= self._interval * 0.9 or t < self._last:
+                self._last = t
+                return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()

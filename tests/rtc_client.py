@@ -8,141 +8,21 @@ pipelines (fast, failing, stalling, crashing) for ``RoomRegistry.pipeline_factor
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import av
 import cv2
 import numpy as np
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 
+from proxy.consult_client import THUMB, ConsultClient, FramesTrack, Receiver  # noqa: F401 - re-exported
 from proxy.params import MaskParams
 
-THUMB = (32, 24)  #: size at which received frames are compared with known pictures
 
-
-class FramesTrack(MediaStreamTrack):
-    """Sends the given RGB frames in a loop at ``fps``, as a camera would."""
-
-    kind = "video"
-
-    def __init__(self, frames: list[np.ndarray], fps: float = 30.0) -> None:
-        super().__init__()
-        self.frames = frames
-        self.fps = fps
-        self.sent = 0
-        self._start: float | None = None
-
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + self.sent / self.fps
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = av.VideoFrame.from_ndarray(self.frames[self.sent % len(self.frames)], format="rgb24")
-        frame.pts = int(self.sent * 90000 / self.fps)
-        frame.time_base = fractions.Fraction(1, 90000)
-        self.sent += 1
-        return frame
-
-
-class Receiver:
-    """Collects what a remote track delivers; with ``thumbs``, a small RGB copy of every video frame."""
-
-    def __init__(self, track: MediaStreamTrack, keep: int = 0, thumbs: bool = False) -> None:
-        self.track = track
-        self.count = 0
-        self.times: list[float] = []
-        self.kept: list[np.ndarray] = []
-        self.thumbs: list[np.ndarray] = []
-        self.sizes: set[tuple[int, int]] = set()
-        self.keep = keep
-        self.keep_thumbs = thumbs
-        self.ended = False  #: the remote track ended (the connection closed)
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                frame = await self.track.recv()
-            except MediaStreamError:
-                self.ended = True
-                return
-            self.count += 1
-            self.times.append(time.monotonic())
-            if self.track.kind != "video":
-                continue
-            self.sizes.add((frame.width, frame.height))
-            if len(self.kept) < self.keep and self.count % 10 == 0:
-                self.kept.append(frame.to_ndarray(format="rgb24"))
-            if self.keep_thumbs:
-                self.thumbs.append(frame.to_ndarray(width=THUMB[0], height=THUMB[1], format="rgb24"))
-
-    def fps(self, seconds: float = 3.0) -> float:
-        now = time.monotonic()
-        recent = [t for t in self.times if t > now - seconds]
-        return len(recent) / seconds
-
-
-class Client:
-    """One browser side of a consult: ``patient`` or ``doctor``."""
-
-    def __init__(self, base: str, room: str, token: str, role: str, frames: list[np.ndarray] | None = None,
-                 fps: float = 30.0, configuration: RTCConfiguration | None = None, thumbs: bool = False) -> None:
-        self.base, self.room, self.token, self.role = base, room, token, role
-        self.pc = RTCPeerConnection(configuration)
-        self.messages: list[dict[str, Any]] = []
-        self.camera = FramesTrack(frames, fps) if frames is not None else None
-        self.receivers: dict[str, Receiver] = {}
-        self.keep = 0
-        self.thumbs = thumbs
-
-    async def connect(self, session: aiohttp.ClientSession, keep: int = 0, answer: bool = True) -> None:
-        """Offer to the proxy and, with ``answer``, apply its answer (without: a peer that never connects)."""
-        self.keep = keep
-        pc = self.pc
-        if self.camera is not None:
-            pc.addTransceiver(self.camera, direction="sendrecv")
-        else:
-            pc.addTransceiver("video", direction="recvonly")
-        pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
-        if self.role == "patient":
-            pc.addTransceiver("video", direction="recvonly")
-        channel = pc.createDataChannel("mask")
-
-        @channel.on("message")
-        def on_message(message: str) -> None:
-            self.messages.append(json.loads(message))
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            index = [t.receiver.track for t in pc.getTransceivers()].index(track)
-            name = {0: "masked", 1: "audio", 2: "doctor_video"}[index]
-            self.receivers[name] = Receiver(track, keep=self.keep if name == "masked" else 0,
-                                            thumbs=self.thumbs and name == "masked")
-
-        await pc.setLocalDescription(await pc.createOffer())
-        async with session.post(f"{self.base}/api/rooms/{self.room}/offer",
-                                json={"token": self.token, "sdp": pc.localDescription.sdp, "type": "offer"}) as r:
-            body = await r.json()
-            assert r.status == 200, body
-        if answer:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
-
-    async def wait_connected(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.pc.connectionState != "connected":
-            assert time.monotonic() < deadline, f"{self.role} did not connect: {self.pc.connectionState}"
-            await asyncio.sleep(0.05)
-
-    def params(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages if "stats" not in m]
+class Client(ConsultClient):
+    """The product's scripted participant, with what only tests need: aiortc internals."""
 
     def selected_pair(self) -> tuple[str, str] | None:
         """Types (host, srflx, relay) of the local and remote candidates of the selected ICE pair."""
@@ -163,10 +43,6 @@ class Client:
         if self.camera is not None:
             self.camera.stop()
 
-    async def close(self) -> None:
-        for receiver in self.receivers.values():
-            receiver.task.cancel()
-        await self.pc.close()
 
 
 class LocalProxy:
