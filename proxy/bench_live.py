@@ -64,44 +64,74 @@ def clip_frames(clip: Path, size: tuple[int, int], count: int = 300) -> list[np.
     return frames
 
 
-async def _consults(base: str, key: str, frames: list[np.ndarray], consults: int, seconds: float,
-                    pid: int) -> dict[str, Any]:
+async def _run_consult(base: str, room: dict[str, str], frames: list[np.ndarray], seconds: float) -> None:
+    """One consult's two participants (run in a process of their own: see ``_client_main``).
+
+    Prints one JSON line every 10 s with the frame rate the doctor receives.
+    """
     from proxy.consult_client import ConsultClient
 
+    async with aiohttp.ClientSession() as session:
+        doctor = ConsultClient(base, room["room"], room["doctor_token"], "doctor")
+        patient = ConsultClient(base, room["room"], room["patient_token"], "patient", frames=frames)
+        await doctor.connect(session)
+        await patient.connect(session)
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            await asyncio.sleep(10.0)
+            masked = doctor.receivers.get("masked")
+            print(json.dumps({"doctor_fps": round(masked.fps(10.0) if masked else 0.0, 1)}), flush=True)
+        await patient.close()
+        await doctor.close()
+
+
+def _client_main() -> None:
+    """``python -m proxy.bench_live BASE ROOM_JSON CLIP WxH SECONDS``: one consult's clients."""
+    base, room, clip, size, seconds = sys.argv[1:6]
+    width, height = (int(v) for v in size.split("x"))
+    frames = clip_frames(Path(clip), (width, height))
+    asyncio.run(_run_consult(base, json.loads(room), frames, float(seconds)))
+
+
+async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], consults: int, seconds: float,
+                    pid: int, client_cpus: set[int] | None) -> dict[str, Any]:
+    """Open the consults, each with its clients in a process of their own (as browsers would be:
+    clients sharing one Python process would measure their own GIL, not the proxy)."""
     samples: list[dict[str, Any]] = []
-    clients: list[tuple[str, dict[str, str], ConsultClient, ConsultClient]] = []
+    rooms: list[dict[str, str]] = []
+    processes: list[asyncio.subprocess.Process] = []
+
+    def pin() -> None:
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
+
     async with aiohttp.ClientSession() as session:
         for _ in range(consults):
             async with session.post(f"{base}/api/rooms", headers={"Authorization": f"Bearer {key}"}) as response:
                 room = await response.json()
-            doctor = ConsultClient(base, room["room"], room["doctor_token"], "doctor")
-            patient = ConsultClient(base, room["room"], room["patient_token"], "patient", frames=frames)
-            await doctor.connect(session)
-            await patient.connect(session)
-            clients.append((room["room"], room, patient, doctor))
+            rooms.append(room)
+            processes.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy.bench_live", base, json.dumps(room), str(clip), f"{size[0]}x{size[1]}",
+                str(seconds), stdout=asyncio.subprocess.PIPE, preexec_fn=pin))
         start = time.monotonic()
-        next_sample = start + 10.0
-        while time.monotonic() - start < seconds:
-            await asyncio.sleep(max(0.0, next_sample - time.monotonic()))
-            next_sample += 10.0
+        for _ in range(int(seconds // 10)):
+            lines = [await process.stdout.readline() for process in processes]  # type: ignore[union-attr]
             elapsed = time.monotonic() - start
             rss, peak = _memory_mb(pid)
-            for index, (room_id, room, _, doctor) in enumerate(clients):
-                async with session.get(f"{base}/api/rooms/{room_id}", params={"token": room["doctor_token"]}) as r:
+            for index, (room, line) in enumerate(zip(rooms, lines, strict=True)):
+                doctor_fps = json.loads(line)["doctor_fps"] if line.strip() else 0.0
+                async with session.get(f"{base}/api/rooms/{room['room']}", params={"token": room["doctor_token"]}) as r:
                     state = await r.json()
-                masked = doctor.receivers.get("masked")
-                samples.append({"t": round(elapsed, 1), "consult": index,
-                                "doctor_fps": round(masked.fps(10.0) if masked else 0.0, 1),
+                samples.append({"t": round(elapsed, 1), "consult": index, "doctor_fps": doctor_fps,
                                 "mask_fps": state["mask"]["fps"], "dropped": state["mask"]["dropped"],
                                 "latency_ms": state["mask"]["latency_ms"], "rss_mb": round(rss, 1),
                                 "peak_rss_mb": round(peak, 1)})
             print(f"  {elapsed:5.0f} s  " + "  ".join(
-                f"consult {s['consult']}: doctor {s['doctor_fps']:.1f} fps, latency p50 "
+                f"consult {s['consult']}: doctor {s['doctor_fps']:.1f} fps (mask {s['mask_fps']:.1f}), latency p50 "
                 f"{s['latency_ms']['p50']:.0f} p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}"
                 for s in samples[-consults:]) + f"  RSS {rss:.0f} MB", flush=True)
-        for _, _, patient, doctor in clients:
-            await patient.close()
-            await doctor.close()
+        for process in processes:
+            await process.wait()
     return {"samples": samples}
 
 
@@ -137,8 +167,6 @@ def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dic
 
     server = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
-    if client_cpus:
-        os.sched_setaffinity(0, client_cpus)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -151,10 +179,9 @@ def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dic
                     raise SystemExit("maskproxy bench: the proxy did not start: "
                                      + (server.stderr.read().decode()[-500:] if server.stderr else "")) from None
                 time.sleep(0.3)
-        frames = clip_frames(clip, size)
         print(f"live: {args.consults} consult(s) at {size[0]}x{size[1]} for {args.seconds:.0f} s "
               f"(proxy on CPUs {sorted(server_cpus) if server_cpus else 'any'})", flush=True)
-        raw = asyncio.run(_consults(base, key, frames, args.consults, args.seconds, server.pid))
+        raw = asyncio.run(_consults(base, key, clip, size, args.consults, args.seconds, server.pid, client_cpus))
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -166,3 +193,7 @@ def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dic
     report["size"] = f"{size[0]}x{size[1]}"
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
     return report
+
+
+if __name__ == "__main__":
+    _client_main()

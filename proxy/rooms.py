@@ -358,9 +358,13 @@ class Room:
             self.face = False
         return rgb_to_frame(image)
 
+    _waiting = np.full((360 * 3 // 2, 640), 0, np.uint8)  #: I420 of a dark grey-blue (40, 44, 52)
+
     def _waiting_frame(self) -> av.VideoFrame:
         """Shown to the patient in place of the doctor's camera until it arrives."""
-        return rgb_to_frame(np.full((360, 640, 3), (40, 44, 52), np.uint8))
+        if not self._waiting.any():
+            self._waiting[:] = cv2.cvtColor(np.full((360, 640, 3), (40, 44, 52), np.uint8), cv2.COLOR_RGB2YUV_I420)
+        return av.VideoFrame.from_ndarray(self._waiting, format="yuv420p")
 
     @staticmethod
     def _send_text(peer: Peer, message: str) -> None:
