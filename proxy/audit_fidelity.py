@@ -126,7 +126,7 @@ def blink_times(trace: np.ndarray, times: np.ndarray) -> tuple[int, list[float]]
     closed_at, found = 0.0, []
     for value, t in zip(trace, times, strict=True):
         was_closed = counter.is_closed
-        if counter.update(None if math.isnan(value) else float(value)):
+        if counter.update(None if math.isnan(value) else float(value), float(t)):
             found.append(round(closed_at, 3))
         elif counter.is_closed and not was_closed:
             closed_at = float(t)

@@ -1,44 +1,79 @@
-"""Blink counting from the per-eye aperture signal, shared by the audit, tests and docs.
+"""Blink counting from one eye's aperture signal, shared by the audit, the tests and (in JavaScript,
+web/js/traces.js) the doctor's page.
 
-A blink is the aperture dipping below ``CLOSED`` and coming back above
-``OPEN`` (hysteresis, so a noisy half-closed eye does not count twice).
-The doctor's page (web/js/traces.js) uses the same thresholds.
+A blink is the eye closing and opening again, with hysteresis so that a noisy
+half-closed eye does not count twice. "Closed" is relative to the eye's own
+recent open level as well as absolute: an eye that is wide open (aperture
+0.44) blinks through 0.25 at 30 frames a second more often than it is ever
+sampled fully shut, while a narrow eye (0.25) must still go below 0.12.
+
+* closed when the aperture falls below max(``CLOSED``, ``CLOSE_RATIO`` x level)
+* open again (the blink is counted) above max(``OPEN``, ``OPEN_RATIO`` x level)
+
+where level is the 90th percentile of the aperture over the last ``WINDOW_S``
+seconds. The lids themselves are reported in absolute terms (MaskParams);
+this rule only decides what counts as a blink.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
-#: Aperture (palpebral fissure height / eye width) below which the eye counts as closed.
+import numpy as np
+
+#: Aperture (palpebral fissure height / eye width) below which an eye is always closed.
 CLOSED = 0.12
-#: Aperture above which a closed eye counts as open again; the blink is counted then.
+#: Aperture above which a closed eye is always open again.
 OPEN = 0.18
+#: Relative thresholds, as fractions of the eye's recent open level.
+CLOSE_RATIO = 0.5
+OPEN_RATIO = 0.75
+WINDOW_S = 2.0
 
 
 class BlinkCounter:
     """Counts blinks of one eye, one aperture sample at a time."""
 
-    def __init__(self, closed: float = CLOSED, opened: float = OPEN) -> None:
-        self.closed_below = closed
-        self.open_above = opened
+    def __init__(self) -> None:
         self.count = 0
         self.is_closed = False
+        self._history: deque[tuple[float, float]] = deque()
+        self._samples = 0
 
-    def update(self, aperture: float | None) -> bool:
-        """Feed one sample (None when no face); True when a blink has just ended."""
-        if aperture is None:
+    def level(self) -> float | None:
+        """The eye's recent open level (None before a few samples)."""
+        if len(self._history) < 6:
+            return None
+        return float(np.percentile([v for _, v in self._history], 90))
+
+    def update(self, aperture: float | None, t: float | None = None) -> bool:
+        """Feed one sample (None when no face) at time ``t`` (s; default: 30 fps); True when a blink ended."""
+        self._samples += 1
+        if aperture is None or aperture != aperture:  # None or NaN
             return False
-        if not self.is_closed and aperture < self.closed_below:
+        now = self._samples / 30.0 if t is None else t
+        while self._history and self._history[0][0] < now - WINDOW_S:
+            self._history.popleft()
+        level = self.level()
+        self._history.append((now, aperture))
+        closed_below = max(CLOSED, CLOSE_RATIO * level) if level is not None else CLOSED
+        open_above = max(OPEN, OPEN_RATIO * level) if level is not None else OPEN
+        if not self.is_closed and aperture < closed_below:
             self.is_closed = True
-        elif self.is_closed and aperture > self.open_above:
+        elif self.is_closed and aperture > open_above:
             self.is_closed = False
             self.count += 1
             return True
         return False
 
 
-def count_blinks(apertures: Iterable[float | None]) -> int:
+def count_blinks(apertures: Iterable[float | None], times: Iterable[float] | None = None) -> int:
     counter = BlinkCounter()
-    for value in apertures:
-        counter.update(value)
+    if times is None:
+        for value in apertures:
+            counter.update(value)
+    else:
+        for value, t in zip(apertures, times, strict=True):
+            counter.update(value, t)
     return counter.count

@@ -152,8 +152,8 @@ def test_round_trip_fidelity(tmp_path: Path, videos_dir: Path) -> None:
     for signal in SIGNALS_08:
         assert report[signal] >= 0.8, signal
     for side in ("right", "left"):
-        blinks_a = count_blinks(r.get(f"{side}_aperture") for r in original)
-        blinks_b = count_blinks(r.get(f"{side}_aperture") for r in after)
+        blinks_a = count_blinks([r.get(f"{side}_aperture") for r in original], [r["t"] for r in original])
+        blinks_b = count_blinks([r.get(f"{side}_aperture") for r in after], [r["t"] for r in after])
         assert abs(blinks_a - blinks_b) <= 1, (side, blinks_a, blinks_b)
     with av.open(str(masked)) as container:
         assert container.streams.audio, "--keep-audio keeps the audio track"

@@ -153,7 +153,7 @@ const plots = [
     canvas: $('aperture'),
     series: pair(aperture),
     y: { range: [0, 0.5], step: 0.1, decimals: 1, expand: true },
-    marks: [{ value: 0.12, label: 'closed below 0.12' }, { value: 0.18, label: '' }],
+    marks: [{ value: 0.12, label: 'always closed below 0.12' }, { value: 0.18, label: '' }],
   },
 ];
 

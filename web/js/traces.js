@@ -52,15 +52,22 @@ export class RingBuffer {
 }
 
 /**
- * Blink detection from the lid aperture with hysteresis: the eye counts as
- * closed below `closeBelow` and as open again only above `openAbove`, so noise
- * around a single threshold cannot produce extra blinks. A blink is counted
- * when the eye re-opens.
+ * Blink detection from the lid aperture with hysteresis, the same rule as the
+ * proxy's proxy/blinks.py: the eye counts as closed below
+ * max(closeBelow, closeRatio x level) and as open again only above
+ * max(openAbove, openRatio x level), where level is the 90th percentile of the
+ * aperture over the last `windowS` seconds. A wide-open eye blinking at 30 fps
+ * is rarely sampled fully shut, so "closed" is also relative to the eye's own
+ * open level; noise around one threshold cannot produce extra blinks. A blink
+ * is counted when the eye re-opens.
  */
 export class BlinkDetector {
-  constructor({ closeBelow = 0.12, openAbove = 0.18 } = {}) {
+  constructor({ closeBelow = 0.12, openAbove = 0.18, closeRatio = 0.5, openRatio = 0.75, windowS = 2 } = {}) {
     this.closeBelow = closeBelow;
     this.openAbove = openAbove;
+    this.closeRatio = closeRatio;
+    this.openRatio = openRatio;
+    this.windowS = windowS;
     this.reset();
   }
 
@@ -68,19 +75,38 @@ export class BlinkDetector {
     this.closed = false;
     this.count = 0;
     this.times = []; // t of each counted blink (re-opening time)
+    this.history = []; // [t, aperture] of the last windowS seconds
     this.firstT = null;
     this.lastT = null;
+  }
+
+  /** The eye's recent open level: 90th percentile of the window (null with too few samples). */
+  level() {
+    if (this.history.length < 6) return null;
+    const values = this.history.map((h) => h[1]).sort((a, b) => a - b);
+    const rank = 0.9 * (values.length - 1);
+    const lo = Math.floor(rank);
+    const hi = Math.min(lo + 1, values.length - 1);
+    return values[lo] + (values[hi] - values[lo]) * (rank - lo);
   }
 
   /** Feed one sample; returns true when a blink has just completed. */
   update(t, aperture) {
     if (!Number.isFinite(t)) return false;
-    if (this.firstT === null || t < this.lastT) this.firstT = t; // (re)start the clock on a time jump
+    if (this.firstT === null || t < this.lastT) {
+      this.firstT = t; // (re)start the clock on a time jump
+      this.history = [];
+    }
     this.lastT = t;
     if (!Number.isFinite(aperture)) return false; // no face: keep the current state
-    if (!this.closed && aperture < this.closeBelow) {
+    while (this.history.length && this.history[0][0] < t - this.windowS) this.history.shift();
+    const level = this.level();
+    this.history.push([t, aperture]);
+    const closeBelow = level === null ? this.closeBelow : Math.max(this.closeBelow, this.closeRatio * level);
+    const openAbove = level === null ? this.openAbove : Math.max(this.openAbove, this.openRatio * level);
+    if (!this.closed && aperture < closeBelow) {
       this.closed = true;
-    } else if (this.closed && aperture > this.openAbove) {
+    } else if (this.closed && aperture > openAbove) {
       this.closed = false;
       this.count += 1;
       this.times.push(t);
