@@ -153,6 +153,9 @@ class FaceTracker:
         self.iris = create_session(model_path("iris_landmark.onnx"), threads)
         self._mesh_input = self.mesh.get_inputs()[0].name
         self._iris_input = self.iris.get_inputs()[0].name
+        # model inputs, reused every frame (RGB in [0, 1], NHWC)
+        self._mesh_tensor = np.empty((1, MESH_SIZE, MESH_SIZE, 3), np.float32)
+        self._eye_tensor = np.empty((1, EYE_SIZE, EYE_SIZE, 3), np.float32)
         self.smoothing = smoothing
         # Eyes: nystagmus up to 8 Hz must pass (see tests/test_tracker.py); head: steadier.
         self._mesh_filter = OneEuroFilter(min_cutoff=1.0, beta=120.0)
@@ -241,7 +244,8 @@ class FaceTracker:
 
     def _run_mesh(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float, Roi] | None:
         patch, matrix = roi.crop(rgb, MESH_SIZE)
-        tensor = (patch.astype(np.float32) * (1.0 / 255.0))[None]
+        tensor = self._mesh_tensor
+        np.multiply(patch, 1.0 / 255.0, out=tensor[0], casting="unsafe")
         coords, flag = self.mesh.run(None, {self._mesh_input: tensor})
         presence = 1.0 / (1.0 + math.exp(-float(np.clip(flag.reshape(-1)[0], -80, 80))))
         if presence < PRESENCE_THRESHOLD:
@@ -254,7 +258,8 @@ class FaceTracker:
         for side, corners, mirror in (("right", RIGHT_EYE_CORNERS, False), ("left", LEFT_EYE_CORNERS, True)):
             eye_roi = roi_for_eye(landmarks, corners)
             patch, matrix = eye_roi.crop(rgb, EYE_SIZE, mirror=mirror)
-            tensor = (patch.astype(np.float32) * (1.0 / 255.0))[None]
+            tensor = self._eye_tensor
+            np.multiply(patch, 1.0 / 255.0, out=tensor[0], casting="unsafe")
             contour, iris = self.iris.run(None, {self._iris_input: tensor})
             outputs[side] = (
                 Roi.to_image(contour.reshape(71, 3), matrix, EYE_SIZE),
