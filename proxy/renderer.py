@@ -18,7 +18,10 @@ the picture read back into a caller's numpy array: no window, no globals.
 
 from __future__ import annotations
 
+import ctypes
 import math
+from collections.abc import Callable
+from functools import lru_cache
 from types import TracebackType
 
 import moderngl
@@ -65,6 +68,22 @@ def eye_rotation(yaw: float, pitch: float) -> np.ndarray:
 def _mat3(matrix: np.ndarray) -> bytes:
     """Column-major float32 bytes of a 3x3 matrix, as GLSL's mat3 expects."""
     return np.ascontiguousarray(matrix.T, dtype=np.float32).tobytes()
+
+
+@lru_cache(maxsize=1)
+def _gl_finish() -> Callable[[], None] | None:
+    """glFinish through ctypes, which releases Python's GIL while it waits.
+
+    moderngl holds the GIL in ``read_into`` while the rasteriser (llvmpipe's threads, or the
+    GPU) finishes the frame: milliseconds in which no other consult's Python code can run.
+    Waiting here first, without the GIL, leaves ``read_into`` only the copy.
+    """
+    for name in ("libOpenGL.so.0", "libGL.so.1"):
+        try:
+            return ctypes.CDLL(name).glFinish
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def _read_shader(name: str) -> str:
@@ -241,6 +260,9 @@ class AvatarRenderer:
             self._draw(params, searching)
             if self.samples:
                 self.ctx.copy_framebuffer(self.fbo, self.draw_fbo)
+            finish = _gl_finish()
+            if finish is not None:
+                finish()
             self.fbo.read_into(out, components=3, alignment=1)
         return out
 

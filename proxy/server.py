@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy import aiortc_speedups
 from proxy.config import Config
 from proxy.ice import ice_servers
 from proxy.metrics import Metrics
@@ -242,6 +243,7 @@ def create_app(config: Config) -> web.Application:
     """The aiohttp application; rooms start and close with it."""
     if not config.api_key:
         raise ValueError("config.api_key must be set")
+    aiortc_speedups.install()
     app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
     app[CONFIG] = config
     app[METRICS] = Metrics()
