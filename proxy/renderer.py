@@ -46,6 +46,9 @@ LASH, LASH_WIDTH = 0.8, 0.6
 #: Gaze calibration (see ``AvatarRenderer``): the tracker's iris model measures the avatar's
 #: horizontal eye rotation at about 0.7x and vertical at about 0.45x of the rendered angle.
 GAZE_YAW_GAIN, GAZE_PITCH_GAIN = 1.4, 1.4
+#: The largest eyeball rotations drawn (degrees), about the human range. Beyond them the iris would
+#: slip behind the lid corner and vanish, which no tracker (or doctor) can read as "far to the side".
+MAX_DRAWN_YAW, MAX_DRAWN_PITCH = 50.0, 35.0
 #: Multisampling (0 = off). Off by default: on Mesa llvmpipe 4x MSAA costs about 6 ms per
 #: 640x480 frame (8.4 ms instead of 2.1 ms) and the tracker round trip does not need it.
 SAMPLES = 0
@@ -292,7 +295,9 @@ class AvatarRenderer:
         for centre, (yaw, pitch) in zip(self.template.eye_centres,
                                         ((params.right_gaze_yaw, params.right_gaze_pitch),
                                          (params.left_gaze_yaw, params.left_gaze_pitch)), strict=True):
-            program["u_local"].write(_mat3(eye_rotation(yaw * self.gaze_gain[0], pitch * self.gaze_gain[1])))
+            drawn_yaw = max(-MAX_DRAWN_YAW, min(MAX_DRAWN_YAW, yaw * self.gaze_gain[0]))
+            drawn_pitch = max(-MAX_DRAWN_PITCH, min(MAX_DRAWN_PITCH, pitch * self.gaze_gain[1]))
+            program["u_local"].write(_mat3(eye_rotation(drawn_yaw, drawn_pitch)))
             program["u_offset"].value = tuple(float(c) for c in centre)
             self._eye_vao.render(moderngl.TRIANGLES)
         if searching:
