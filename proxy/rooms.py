@@ -43,6 +43,8 @@ from proxy.worker import MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
 log = logging.getLogger(__name__)
 
 PATIENT, DOCTOR = "patient", "doctor"
+#: How long a replaced connection gets to receive its notice before it is closed.
+REPLACED_NOTICE_S = 0.3
 #: A worker busy on one frame for longer than this is stalled: the doctor gets the fault card.
 STALL_SECONDS = 1.0
 #: A connected peer from which nothing (media, RTCP, DTLS) arrived for this long shows as disconnected;
@@ -183,6 +185,11 @@ class Room:
         old = self.peers.pop(role, None)
         if old is not None:
             log.info("room %s: %s reconnected, closing the previous connection", self.id, role)
+            # Tell the old tab why it is being closed, so it does not reconnect and take the
+            # consult back (two open tabs would otherwise push each other out in turn).
+            if old.channel is not None and old.channel.readyState == "open":
+                self._send_text(old, json.dumps({"replaced": True}))
+                await asyncio.sleep(REPLACED_NOTICE_S)
             await self._close_peer(old)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(self.config)))
         peer = Peer(role, pc)

@@ -497,3 +497,31 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
         assert packets > 25 * rate["measured_s"], (
             f"the {who} received only {packets} audio packets from the {other} in {rate['measured_s']:.0f} s "
             f"(50 a second expected): the proxy's audio relay to the {who} stopped")
+
+
+async def test_second_tab_takes_over_and_the_first_stays_out(server: TestServer, browser: Any) -> None:
+    """Two tabs for one role: the newer one keeps the consult; the older one says why and does not fight back."""
+    base = str(server.make_url("/")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/rooms", headers={"Authorization": f"Bearer {KEY}"}) as response:
+            room = await response.json()
+        context = await browser.new_context(viewport={"width": 800, "height": 600})
+        try:
+            first = await context.new_page()
+            await first.goto(room["patient_url"])
+            await first.click("#start")
+            await wait_for(first, "() => window.maskproxy.state === 'connected'", "the first tab to connect")
+            second = await context.new_page()
+            await second.goto(room["patient_url"])
+            await second.click("#start")
+            await wait_for(second, "() => window.maskproxy.state === 'connected'", "the second tab to connect")
+            await wait_for(first, "() => window.maskproxy.state === 'failed'", "the first tab to stand down")
+            message = await first.evaluate("() => document.getElementById('call-message')?.textContent || ''")
+            assert "another tab" in message
+            await asyncio.sleep(6.0)  # longer than the pages' first reconnect delays
+            assert await first.evaluate("() => window.maskproxy.state") == "failed"
+            assert await second.evaluate("() => window.maskproxy.state") == "connected"
+            state = await room_state(session, server, room)
+            assert state["patient"]["connected"] is True
+        finally:
+            await context.close()

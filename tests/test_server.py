@@ -195,6 +195,8 @@ async def test_reload_replaces_and_close_releases(server: TestServer, session: a
     await second.connect(session)
     await asyncio.sleep(3.0)
     assert second.receivers["masked"].count > 10
+    # the first tab was told why it was closed, so it does not take the consult back
+    assert {"replaced": True} in first.messages
     await first.close()
     await second.close()
     state_url = url(server, f"/api/rooms/{room['room']}")

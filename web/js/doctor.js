@@ -102,7 +102,9 @@ function onCallState(state, detail) {
   statusBadge.textContent = STATE_TEXT[state] || state;
   retryButton.hidden = state !== 'failed';
   if (state === 'reconnecting') showMessage(`Connection interrupted. Reconnecting (try ${detail.attempt} of ${detail.max})…`);
-  else if (state === 'failed') showMessage(`Could not connect: ${detail.message}`);
+  else if (state === 'failed' && detail.replaced) {
+    showMessage('This consult is now open in another tab or window. Use the retry button to bring it back here.');
+  } else if (state === 'failed') showMessage(`Could not connect: ${detail.message}`);
   else if (state === 'connected') showMessage(missingDevicesText());
 }
 

@@ -129,7 +129,9 @@ function onCallState(state, detail) {
       showCallMessage(`The connection was interrupted. Reconnecting (try ${detail.attempt} of ${detail.max})…`);
       break;
     case 'failed':
-      showCallMessage(`Could not connect: ${detail.message}`);
+      showCallMessage(detail.replaced
+        ? 'This consult is now open in another tab or window. Use the button below to bring it back here.'
+        : `Could not connect: ${detail.message}`);
       break;
     default:
       break;

@@ -43,7 +43,9 @@ export async function negotiate(pc, room, token) {
 /**
  * Create the "mask" data channel (must happen before the offer) and dispatch its
  * JSON messages: stats messages ({"stats": {...}}) go to onStats, the rest are
- * per-frame mask parameters and go to onFrame.
+ * per-frame mask parameters and go to onFrame. {"replaced": true} means this
+ * role was opened again elsewhere (another tab): the peer connection gets a
+ * "maskproxy-replaced" event, which makes its Call stop instead of reconnecting.
  */
 export function openMaskChannel(pc, { onFrame, onStats }) {
   const channel = pc.createDataChannel('mask');
@@ -56,7 +58,8 @@ export function openMaskChannel(pc, { onFrame, onStats }) {
       return; // ignore anything that is not JSON
     }
     if (!msg || typeof msg !== 'object') return;
-    if ('stats' in msg) onStats?.(msg.stats);
+    if (msg.replaced === true) pc.dispatchEvent(new Event('maskproxy-replaced'));
+    else if ('stats' in msg) onStats?.(msg.stats);
     else onFrame?.(msg);
   });
   return channel;
@@ -128,6 +131,14 @@ export class Call {
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     pc.addEventListener('connectionstatechange', () => this.#onPcState(pc));
+    pc.addEventListener('maskproxy-replaced', () => {
+      if (pc !== this.pc || this.closed) return;
+      this.closed = true; // another tab has this consult now: do not take it back
+      clearTimeout(this.retryTimer);
+      clearTimeout(this.graceTimer);
+      this.#dropPc();
+      this.#setState('failed', { message: 'this consult was opened in another tab or window.', replaced: true });
+    });
     try {
       this.setup(pc);
       await negotiate(pc, this.room, this.token);
