@@ -82,7 +82,8 @@ class IdlePictures:
 
                 with AvatarRenderer(640, 480) as renderer:
                     cls._neutral = renderer.render(MaskParams.neutral())
-                    cls.status = renderer.ctx.info.get("GL_RENDERER") or "ok"
+                    with renderer.ctx:  # current, so the driver's name can be read
+                        cls.status = renderer.ctx.info.get("GL_RENDERER") or "ok"
             except Exception as exc:  # noqa: BLE001 - no GL: fall back to the card
                 log.error("cannot render the neutral avatar (%s); using the placeholder card", exc)
                 cls._neutral = fault_placeholder(640, 480)
