@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import av
 import numpy as np
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -55,13 +55,10 @@ def _memory_mb(pid: int) -> tuple[float, float]:
 
 
 def clip_frames(clip: Path, size: tuple[int, int], count: int = 300) -> list[np.ndarray]:
-    frames: list[np.ndarray] = []
-    with av.open(str(clip)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(width=size[0], height=size[1], format="rgb24"))
-            if len(frames) >= count:
-                break
-    return frames
+    """The first ``count`` frames of the clip (looped if shorter) as RGB, at ``size``."""
+    from proxy.bench import load_frames
+
+    return [frame.to_ndarray(format="rgb24") for frame in load_frames(clip, size, count)]
 
 
 async def _run_consult(base: str, room: dict[str, str], frames: list[np.ndarray], seconds: float) -> None:
@@ -156,7 +153,7 @@ def summarise(samples: list[dict[str, Any]], consults: int) -> dict[str, Any]:
 
 def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dict[str, Any]:
     key = secrets.token_urlsafe(16)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MASKPROXY_API_KEY": key, "MASKPROXY_MAX_CONSULTS": str(max(args.consults, 1)),
            "MASKPROXY_LOG_LEVEL": "WARNING", "MASKPROXY_THREADS": str(args.threads)}
     server_cpus, client_cpus = _cpus(args.server_cpus), _cpus(args.client_cpus)

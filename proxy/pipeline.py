@@ -25,6 +25,14 @@ from proxy.tracker import FaceTracker
 MAX_TRACK_PIXELS = 1280 * 720
 
 
+def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The frame size to work at: the input's, or smaller with the same aspect (even sides)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
 class MaskPipeline:
     """Tracker, retargeter and renderer of one stream. Not thread-safe; ``close()`` when done."""
 
@@ -40,14 +48,11 @@ class MaskPipeline:
         """Measure one frame: the patient's picture goes in, only parameters come out."""
         height, width = rgb.shape[:2]
         start = time.perf_counter()
-        scale = 1.0
-        if width * height > self.max_track_pixels:
-            scale = (self.max_track_pixels / (width * height)) ** 0.5
-            rgb = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))),
-                             interpolation=cv2.INTER_AREA)
+        small_w, small_h = fit_size(width, height, self.max_track_pixels)
+        if (small_w, small_h) != (width, height):
+            rgb = cv2.resize(rgb, (small_w, small_h), interpolation=cv2.INTER_AREA)
         track = self.tracker.process(rgb, t)
         middle = time.perf_counter()
-        small_h, small_w = rgb.shape[:2]
         params = self.retarget(track, small_w, small_h, index, t)
         end = time.perf_counter()
         self.timings = {f"track.{k}": v for k, v in self.tracker.timings.items()}

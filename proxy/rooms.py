@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import av
@@ -92,6 +93,26 @@ class IdlePictures:
         if image.shape[:2] != (height, width):
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         return image
+
+
+@lru_cache(maxsize=16)
+def still_picture(kind: str, width: int, height: int) -> np.ndarray:
+    """A picture drawn from no patient data, made once per kind and size (read-only).
+
+    ``neutral``: the neutral avatar; ``fault``: the "video paused" card; ``waiting``: the plain
+    picture a patient sees until the doctor's camera arrives. They are sent many times a second
+    while no live frame is due, so they are not redrawn or rescaled each time.
+    """
+    if kind == "neutral":
+        image = IdlePictures.neutral(width, height)
+    elif kind == "fault":
+        image = fault_placeholder(width, height)
+    elif kind == "waiting":
+        image = np.full((height, width, 3), (40, 44, 52), np.uint8)
+    else:
+        raise ValueError(f"no still picture {kind!r}")
+    image.setflags(write=False)
+    return image
 
 
 @dataclass
@@ -255,10 +276,9 @@ class Room:
                                                       self._waiting_frame))
         elif audios:
             self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(PATIENT, "audio")))
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs if c.mimeType == "video/rtx"]
         for transceiver in videos:
-            codecs = RTCRtpSender.getCapabilities("video").codecs
-            preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs
-                                                                            if c.mimeType == "video/rtx"]
             transceiver.setCodecPreferences(preferred)
         try:
             await pc.setLocalDescription(await pc.createAnswer())
@@ -359,20 +379,15 @@ class Room:
         stalled = worker is not None and (not worker.alive or (
             worker.busy_since is not None and time.monotonic() - worker.busy_since > STALL_SECONDS))
         camera_on = self._incoming_track(PATIENT, "video") is not None
-        image = fault_placeholder(width, height) if stalled or (camera_on and worker is not None and
-                                                                 worker.errors and not self.face) \
-            else IdlePictures.neutral(width, height)
+        failing = camera_on and worker is not None and worker.errors and not self.face
         if stalled:
             self.face = False
-        return rgb_to_frame(image)
+        return rgb_to_frame(still_picture("fault" if stalled or failing else "neutral", width, height))
 
-    _waiting = np.full((360 * 3 // 2, 640), 0, np.uint8)  #: I420 of a dark grey-blue (40, 44, 52)
-
-    def _waiting_frame(self) -> av.VideoFrame:
+    @staticmethod
+    def _waiting_frame() -> av.VideoFrame:
         """Shown to the patient in place of the doctor's camera until it arrives."""
-        if not self._waiting.any():
-            self._waiting[:] = cv2.cvtColor(np.full((360, 640, 3), (40, 44, 52), np.uint8), cv2.COLOR_RGB2YUV_I420)
-        return av.VideoFrame.from_ndarray(self._waiting, format="yuv420p")
+        return rgb_to_frame(still_picture("waiting", 640, 360))
 
     @staticmethod
     def _send_text(peer: Peer, message: str) -> None:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from proxy.params import MaskParams
+from proxy.pipeline import MaskPipeline, fit_size
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ class MaskResult:
     received: float  #: time.monotonic() when the camera frame arrived
     fault: bool = False  #: masking failed for this frame: ``frame`` is the fault placeholder
     timings: dict[str, float] | None = None  #: milliseconds per pipeline stage
-
-
-def fit_size(width: int, height: int, max_pixels: int = MAX_FRAME_PIXELS) -> tuple[int, int]:
-    """The frame size to work at: the input's, or smaller with the same aspect (even sides)."""
-    if width * height <= max_pixels:
-        return width, height
-    scale = (max_pixels / (width * height)) ** 0.5
-    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
 def fault_placeholder(width: int, height: int) -> np.ndarray:
@@ -129,8 +122,6 @@ class MaskWorker:
     def _make_pipeline(self) -> object:
         if self._factory is not None:
             return self._factory()
-        from proxy.pipeline import MaskPipeline
-
         return MaskPipeline(threads=self._threads)
 
     def _run(self) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from proxy.bench_live import free_port
 from proxy.cli import build_parser, main
 from proxy.config import Config
 from tests.rtc_client import Client, LocalProxy, camera_pattern, wait_for
@@ -27,11 +27,6 @@ METRIC_NAMES = ("maskproxy_consults", "maskproxy_peers", "maskproxy_masked_frame
                 "maskproxy_dropped_frames_total", "maskproxy_mask_errors_total", "maskproxy_mask_fps",
                 "maskproxy_stage_seconds", "maskproxy_added_latency_seconds", "maskproxy_api_requests_total")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:

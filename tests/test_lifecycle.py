@@ -8,7 +8,6 @@ import ctypes
 import gc
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
+from proxy.bench_live import free_port
 from proxy.config import Config
 from tests.rtc_client import Client, LocalProxy, camera_pattern, wait_for
 
@@ -42,11 +42,6 @@ def rss_mb() -> float:
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_connect_disconnect_cycles_leak_nothing() -> None:
