@@ -235,10 +235,6 @@ def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     return handler
 
 
-async def _not_allowed(request: web.Request) -> web.Response:
-    return error(405, "method not allowed")
-
-
 def create_app(config: Config) -> web.Application:
     """The aiohttp application; rooms start and close with it."""
     if not config.api_key:

@@ -161,7 +161,6 @@ class FaceTracker:
         self._mesh_filter = OneEuroFilter(min_cutoff=1.0, beta=120.0)
         self._eye_filter = OneEuroFilter(min_cutoff=1.5, beta=300.0)
         self._roi: Roi | None = None
-        self.detector_runs = 0
         #: Milliseconds spent in each stage on the last frame (detect, mesh, eyes, smooth).
         self.timings: dict[str, float] = {}
 
@@ -205,7 +204,6 @@ class FaceTracker:
             self._roi = None
             self._mesh_filter.reset()
             self._eye_filter.reset()
-            self.detector_runs += 1
             start = clock()
             detections = self.detector.detect(rgb)
             timings["detect"] = (clock() - start) * 1000

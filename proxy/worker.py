@@ -88,7 +88,6 @@ class MaskWorker:
         self._pending: tuple[av.VideoFrame, float] | None = None
         self._running = False
         self._thread: threading.Thread | None = None
-        self.frames = 0  #: frames masked
         self.dropped = 0  #: frames replaced by a newer one before the worker took them
         self.errors = 0
         self.busy_since: float | None = None  #: monotonic time the current frame was taken, None when idle
@@ -142,7 +141,6 @@ class MaskWorker:
                     if pipeline is None:
                         pipeline = self._make_pipeline()
                     result = self._mask(pipeline, frame, received, index, self.max_pixels)
-                    self.frames += 1
                 except Exception as exc:  # noqa: BLE001 - any failure must end in a placeholder
                     self.errors += 1
                     log.error("masking failed (%s: %s); sending the placeholder", exc.__class__.__name__, exc)
