@@ -64,7 +64,8 @@ class MaskParams:
     # Expressions: movements relative to the patient's own running neutral, never their shape
     right_brow: float = _f("right brow raise relative to the patient's running neutral", "eye widths")
     left_brow: float = _f("left brow raise relative to the patient's running neutral", "eye widths")
-    mouth_open: float = _f("inner lip gap over mouth width (0 = closed)", "mouth widths")
+    mouth_open: float = _f("inner lip gap over mouth width above the patient's resting level (0 = at rest)",
+                            "mouth widths")
     mouth_smile: float = _f("mouth width change relative to the running neutral", "eye widths")
 
     def to_json(self, digits: int = 3) -> dict[str, Any]:

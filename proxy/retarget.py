@@ -10,6 +10,9 @@
   eye's width. Absolute: a drooping lid stays a drooping lid.
 * Expressions (brows, smile): deltas from the patient's own slowly updated
   neutral, so their face's proportions never reach the avatar.
+* Mouth opening: the lip gap above the patient's own resting level (the
+  lowest recent gap), so a mouth that rests open or a habitual open smile in
+  every photo is drawn closed, and speech still opens it.
 """
 
 from __future__ import annotations
@@ -77,11 +80,13 @@ class Retargeter:
         corner_mid = np.stack([vertices[[33, 133]].mean(0), vertices[[263, 362]].mean(0)])
         self._eye_offsets = self.template.eye_centres.astype(np.float64) - corner_mid
         self._neutral: dict[str, float] = {}
+        self._mouth_rest: float | None = None
         self._last_t: float | None = None
         self._gaze: dict[str, tuple[float, float]] = {}
 
     def reset(self) -> None:
         self._neutral.clear()
+        self._mouth_rest = None
         self._gaze.clear()
         self._last_t = None
 
@@ -177,4 +182,10 @@ class Retargeter:
             setattr(params, key, float(value) - neutral)
         mouth_width = float(np.linalg.norm(mesh[MOUTH_CORNERS[0]] - mesh[MOUTH_CORNERS[1]]))
         gap = float(np.linalg.norm(mesh[INNER_LIPS[0]] - mesh[INNER_LIPS[1]]))
-        params.mouth_open = gap / mouth_width if mouth_width > 1e-6 else 0.0
+        opening = gap / mouth_width if mouth_width > 1e-6 else 0.0
+        # The resting level drops at once to a smaller gap and rises only slowly, so it
+        # settles on the patient's closed (or resting) mouth, not on their speech.
+        rest = opening if self._mouth_rest is None else min(opening, self._mouth_rest)
+        rest += weight * (opening - rest)
+        self._mouth_rest = rest
+        params.mouth_open = max(0.0, opening - rest)

@@ -170,10 +170,22 @@ def test_round_trip_head_pose(renderer: AvatarRenderer, tracker: FaceTracker, po
 
 
 def test_round_trip_mouth(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
-    closed = measure(renderer, tracker, MaskParams(face=True))
-    opened = measure(renderer, tracker, MaskParams(face=True, mouth_open=0.3))
-    assert opened.mouth_open == pytest.approx(0.3, abs=0.1)
-    assert opened.mouth_open - closed.mouth_open > 0.2
+    """Opening is measured above the resting gap: closed, then open, then closed again."""
+    retarget = Retargeter()
+    readings = []
+    for index, opening in enumerate((0.0, 0.3, 0.0)):
+        frame = renderer.render(MaskParams(face=True, mouth_open=opening))
+        tracker.reset()
+        tracker.process(frame)
+        readings.append(retarget(tracker.process(frame), renderer.width, renderer.height, index, index / 30))
+    assert readings[0].mouth_open == 0.0
+    assert readings[1].mouth_open == pytest.approx(0.3, abs=0.1)
+    assert readings[2].mouth_open < 0.03
+
+
+def test_resting_open_mouth_is_drawn_closed(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
+    """A single photo with the mouth open (a habit, like an open smile) carries no mouth opening."""
+    assert measure(renderer, tracker, MaskParams(face=True, mouth_open=0.3)).mouth_open == 0.0
 
 
 # ---- (c) no face: the neutral avatar --------------------------------------------------
