@@ -131,8 +131,11 @@ class AvatarRenderer:
         self.samples = min(samples, self.ctx.max_samples) if samples else 0
         self._closed = False
         ctx = self.ctx
-        self.program = ctx.program(vertex_shader=_read_shader("avatar.vert"),
-                                   fragment_shader=_read_shader("avatar.frag"))
+        # one program per material: skin (head, neck) and the procedural eyeball
+        self.skin = ctx.program(vertex_shader=_read_shader("avatar.vert"),
+                                fragment_shader=_read_shader("skin.frag"))
+        self.eye = ctx.program(vertex_shader=_read_shader("avatar.vert"),
+                               fragment_shader=_read_shader("eye.frag"))
         self.overlay = ctx.program(vertex_shader=_read_shader("overlay.vert"),
                                    fragment_shader=_read_shader("overlay.frag"))
         mesh = self.mesh
@@ -143,7 +146,7 @@ class AvatarRenderer:
         self._head_colours = ctx.buffer(mesh.colours.tobytes())
         self._head_ibo = ctx.buffer(mesh.triangles.astype(np.int32).tobytes())
         self._head_vao = ctx.vertex_array(
-            self.program,
+            self.skin,
             [(self._head_vbo, "3f 3f", "in_position", "in_normal"), (self._head_colours, "4f", "in_colour")],
             self._head_ibo,
         )
@@ -154,22 +157,22 @@ class AvatarRenderer:
         neck_n[:, 2] += 5.2
         neck_n /= np.linalg.norm(neck_n, axis=1, keepdims=True)
         neck_c = np.tile(np.array([0.74, 0.56, 0.47], np.float32), (len(neck_v), 1))
-        self._neck_vao = self._static_vao(neck_v, neck_n, neck_c, neck_t)
+        self._neck_vao = self._static_vao(self.skin, neck_v, neck_n, neck_c, neck_t)
         self.eye_radius = eyeball_radius(self.template)
         eye_v, eye_t = sphere(self.eye_radius)
         eye_n = eye_v / self.eye_radius
-        self._eye_vao = self._static_vao(eye_v, eye_n, np.ones_like(eye_v), eye_t)
+        self._eye_vao = self._static_vao(self.eye, eye_v, eye_n, None, eye_t)
         quad = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float32)
         self._quad = ctx.buffer(quad.tobytes())
         self._static.append(self._quad)
         self._overlay_vao = ctx.vertex_array(self.overlay, [(self._quad, "2f", "in_corner")])
-        program = self.program
-        program["u_eye_radius"].value = self.eye_radius
-        program["u_iris_radius"].value = IRIS_RADIUS_CM
-        program["u_pupil_radius"].value = PUPIL_RADIUS_CM
-        program["u_depth"].value = DEPTH_PER_CM
-        program["u_lash"].value = LASH
-        program["u_lash_width"].value = LASH_WIDTH
+        self.eye["u_eye_radius"].value = self.eye_radius
+        self.eye["u_iris_radius"].value = IRIS_RADIUS_CM
+        self.eye["u_pupil_radius"].value = PUPIL_RADIUS_CM
+        self.skin["u_lash"].value = LASH
+        self.skin["u_lash_width"].value = LASH_WIDTH
+        for program in (self.skin, self.eye):
+            program["u_depth"].value = DEPTH_PER_CM
         corners = self.template.vertices[list(OUTER_CORNERS)]
         self._corner_cm = float(np.linalg.norm(corners[1] - corners[0]))
         self.width = self.height = 0
@@ -178,15 +181,17 @@ class AvatarRenderer:
 
     # ---- lifetime -----------------------------------------------------------------------
 
-    def _static_vao(self, vertices: np.ndarray, normals: np.ndarray, colours: np.ndarray,
-                    triangles: np.ndarray) -> moderngl.VertexArray:
-        colours = np.hstack([colours, np.zeros((len(colours), 1))])
-        data = np.hstack([vertices, normals, colours]).astype(np.float32)
-        vbo = self.ctx.buffer(data.tobytes())
+    def _static_vao(self, program: moderngl.Program, vertices: np.ndarray, normals: np.ndarray,
+                    colours: np.ndarray | None, triangles: np.ndarray) -> moderngl.VertexArray:
+        """A static mesh; ``colours`` None for a shader that paints its own (the eyeball)."""
+        columns, layout, names = [vertices, normals], "3f 3f", ["in_position", "in_normal"]
+        if colours is not None:
+            columns.append(np.hstack([colours, np.zeros((len(colours), 1))]))
+            layout, names = layout + " 4f", [*names, "in_colour"]
+        vbo = self.ctx.buffer(np.hstack(columns).astype(np.float32).tobytes())
         ibo = self.ctx.buffer(triangles.astype(np.int32).tobytes())
         self._static += [vbo, ibo]
-        return self.ctx.vertex_array(self.program, [(vbo, "3f 3f 4f", "in_position", "in_normal", "in_colour")],
-                                     ibo)
+        return self.ctx.vertex_array(program, [(vbo, layout, *names)], ibo)
 
     def resize(self, width: int, height: int) -> None:
         """Change the output size (the input video's size may change mid-stream)."""
@@ -228,8 +233,8 @@ class AvatarRenderer:
                 vao.release()
             for buffer in [self._head_vbo, self._head_colours, self._head_ibo, *self._static]:
                 buffer.release()
-            self.program.release()
-            self.overlay.release()
+            for program in (self.skin, self.eye, self.overlay):
+                program.release()
         self.ctx.release()
 
     @property
@@ -271,7 +276,7 @@ class AvatarRenderer:
         return out
 
     def _draw(self, params: MaskParams, searching: bool) -> None:
-        ctx, program = self.ctx, self.program
+        ctx, skin, eye = self.ctx, self.skin, self.eye
         positions, normals = self.mesh.deform(params)
         self._dynamic[:, :3], self._dynamic[:, 3:] = positions, normals
         self._head_vbo.write(self._dynamic)
@@ -280,26 +285,26 @@ class AvatarRenderer:
         ctx.viewport = (0, 0, self.width, self.height)
         ctx.enable_only(moderngl.DEPTH_TEST)
         ctx.clear(*BACKGROUND, 1.0, depth=1.0)
-        head = head_rotation(params.head_yaw, params.head_pitch, params.head_roll)
+        head = _mat3(head_rotation(params.head_yaw, params.head_pitch, params.head_roll))
         scale = float(params.head_scale) * self.height / self._corner_cm
-        program["u_head"].write(_mat3(head))
-        program["u_scale"].value = scale
-        program["u_origin"].value = (float(params.head_x) * self.width, float(params.head_y) * self.height)
-        program["u_size"].value = (float(self.width), float(self.height))
-        program["u_dim"].value = SEARCHING_DIM if searching else 1.0
-        program["u_local"].write(_mat3(np.eye(3)))
-        program["u_offset"].value = (0.0, 0.0, 0.0)
-        program["u_eye"].value = 0
+        origin = (float(params.head_x) * self.width, float(params.head_y) * self.height)
+        for program in (skin, eye):
+            program["u_head"].write(head)
+            program["u_scale"].value = scale
+            program["u_origin"].value = origin
+            program["u_size"].value = (float(self.width), float(self.height))
+            program["u_dim"].value = SEARCHING_DIM if searching else 1.0
+        skin["u_local"].write(_mat3(np.eye(3)))
+        skin["u_offset"].value = (0.0, 0.0, 0.0)
         self._head_vao.render(moderngl.TRIANGLES)
         self._neck_vao.render(moderngl.TRIANGLES)
-        program["u_eye"].value = 1
         for centre, (yaw, pitch) in zip(self.template.eye_centres,
                                         ((params.right_gaze_yaw, params.right_gaze_pitch),
                                          (params.left_gaze_yaw, params.left_gaze_pitch)), strict=True):
             drawn_yaw = max(-MAX_DRAWN_YAW, min(MAX_DRAWN_YAW, yaw * self.gaze_gain[0]))
             drawn_pitch = max(-MAX_DRAWN_PITCH, min(MAX_DRAWN_PITCH, pitch * self.gaze_gain[1]))
-            program["u_local"].write(_mat3(eye_rotation(drawn_yaw, drawn_pitch)))
-            program["u_offset"].value = tuple(float(c) for c in centre)
+            eye["u_local"].write(_mat3(eye_rotation(drawn_yaw, drawn_pitch)))
+            eye["u_offset"].value = tuple(float(c) for c in centre)
             self._eye_vao.render(moderngl.TRIANGLES)
         if searching:
             self._draw_spinner(params.t)

@@ -1,29 +1,25 @@
 #version 330
-// Avatar fragment shader: Lambert key + fill light and a little specular, in camera space
-// (y up, z towards the viewer; the camera is orthographic so the view vector is +z).
-// u_eye = 1 paints an eyeball procedurally from its local direction: sclera, iris cap
-// with a dark limbus, pupil. Colours are the same for everyone.
+// Eyeball fragment shader: paints the eyeball procedurally from its local direction (sclera,
+// iris cap with a dark limbus, pupil; colours the same for everyone) and lights it like the
+// skin (skin.frag) with a sharper, stronger highlight.
 
 in vec3 v_normal;
 in vec4 v_colour;
 in vec3 v_local;
 
-uniform int u_eye;
 uniform float u_eye_radius;    // cm
 uniform float u_iris_radius;   // cm (11.7 mm across / 2)
 uniform float u_pupil_radius;  // cm
 uniform float u_dim;           // 1 = normal, < 1 while searching for a face
-uniform float u_lash;          // lash darkness on the upper lid margin, 0..1
-uniform float u_lash_width;    // fraction of a margin triangle the lash line covers
 
 out vec4 f_colour;
 
 const vec3 KEY = normalize(vec3(0.0, 0.55, 1.0));
 const vec3 FILL = normalize(vec3(0.0, -0.2, 1.0));
+const vec3 HALFWAY = normalize(KEY + vec3(0.0, 0.0, 1.0));
 const vec3 SCLERA = vec3(0.93, 0.91, 0.88);
 const vec3 IRIS = vec3(0.36, 0.25, 0.17);
 const vec3 LIMBUS = vec3(0.10, 0.07, 0.05);
-const vec3 LASH = vec3(0.16, 0.11, 0.09);
 const vec3 PUPIL = vec3(0.02, 0.02, 0.02);
 
 vec3 eye_colour(vec3 p) {
@@ -49,17 +45,10 @@ vec3 eye_colour(vec3 p) {
 void main() {
     vec3 n = normalize(v_normal);
     if (n.z < 0.0) {
-        n = -n;  // two-sided: openings' linings are seen from either side
+        n = -n;
     }
-    vec3 base = u_eye == 1 ? eye_colour(v_local) : v_colour.rgb;
-    // lashes: a thin dark line along the lid margin (weight peaks on the margin vertices)
-    float lash = u_lash * smoothstep(1.0 - u_lash_width, 1.0, v_colour.a);
-    base = mix(base, LASH, lash);
+    vec3 base = eye_colour(v_local);
     float diffuse = 0.72 * max(dot(n, KEY), 0.0) + 0.22 * max(dot(n, FILL), 0.0) + 0.18;
-    vec3 halfway = normalize(KEY + vec3(0.0, 0.0, 1.0));
-    float shininess = u_eye == 1 ? 120.0 : 24.0;
-    float strength = u_eye == 1 ? 0.45 : 0.08;
-    float specular = strength * pow(max(dot(n, halfway), 0.0), shininess);
-    vec3 colour = base * diffuse + vec3(specular);
-    f_colour = vec4(colour * u_dim, 1.0);
+    float specular = 0.45 * pow(max(dot(n, HALFWAY), 0.0), 120.0);
+    f_colour = vec4((base * diffuse + vec3(specular)) * u_dim, 1.0);
 }
