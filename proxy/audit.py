@@ -100,6 +100,7 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
         "methods_description": {
             "none": "original photo",
             "mask": "MaskPipeline avatar (tracker reset per photo; neutral avatar where no face is tracked)",
+            "control": "the avatar with every movement neutral, at the tracked face's place and size (the floor)",
             "blur": "Gaussian blur of the face box enlarged 1.25x, sigma = box width / 12",
             "pixelate": "face box enlarged 1.25x resampled to 8x8 cells",
             "eyes": "eye band (dlib brow and eye landmarks, padded) visible, the rest grey",
@@ -122,7 +123,7 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
                            "skip_reason": p.skip_reason, "tracked_by_mask": p.tracked,
                            "descriptor_missing": sorted(m for m, d in p.descriptors.items() if d is None)}
                           for p in photos],
-        "methods": evaluate(gallery),
+        "methods": evaluate(gallery, photos),
     }
     return section, gallery
 

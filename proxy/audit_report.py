@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from proxy.audit_fidelity import SIGNALS, ClipTrace
-from proxy.audit_reid import METHOD_LABELS, METHODS, Gallery, PhotoResult
+from proxy.audit_reid import METHOD_LABELS, METHODS, REFERENCE_DRAWS, Gallery, PhotoResult
 
 #: Options per human-test sheet (faces), besides "none of these".
 SHEET_OPTIONS = 5
@@ -83,6 +83,13 @@ def rank1_chart(reid: dict[str, Any], chance: float) -> str:
     same = [reid[m]["method_refs"]["rank1"] for m in METHODS]
     ax.bar(x - 0.2, orig, 0.4, label="vs original references", color="#3b6ea8")
     ax.bar(x + 0.2, same, 0.4, label="vs references with the same method", color="#e08a2c")
+    for offset, kind in ((-0.2, "original_refs"), (0.2, "method_refs")):
+        spread = [reid[m][kind].get("rank1_over_references") for m in METHODS]
+        if all(spread):
+            mean = np.array([s["mean"] for s in spread])
+            low, high = mean - np.array([s["p5"] for s in spread]), np.array([s["p95"] for s in spread]) - mean
+            ax.errorbar(x + offset, mean, yerr=[low, high], fmt="o", color="#222", markersize=3, capsize=3,
+                        label="mean, 5-95% over reference choices" if offset < 0 else None)
     ax.axhline(chance, color="#b22", linestyle="--", label=f"chance ({chance:.3f})")
     ax.set_xticks(x, METHODS)
     ax.set_ylim(0, 1.05)
@@ -218,6 +225,12 @@ img{max-width:100%}
 """
 
 
+def _spread(stats: dict[str, float] | None) -> str:
+    if not stats:
+        return "–"
+    return f"{_fmt(stats['mean'])} [{_fmt(stats['p5'])}, {_fmt(stats['p95'])}]"
+
+
 def _reid_section(report: dict[str, Any], gallery: Gallery, images: dict[str, str], include_originals: bool) -> str:
     reid = report["reidentification"]
     labels = reid["person_labels"]
@@ -229,6 +242,9 @@ def _reid_section(report: dict[str, Any], gallery: Gallery, images: dict[str, st
         f"<td>{_fmt(methods[m]['method_refs']['tar_at_far_0.01'])}</td>"
         f"<td>{_fmt(methods[m]['original_refs']['auc'])}</td><td>{_fmt(methods[m]['method_refs']['auc'])}</td>"
         f"<td>{methods[m]['queries_without_descriptor']}</td></tr>" for m in METHODS)
+    spread_rows = "".join(
+        f"<tr><td>{m}</td>" + "".join(f"<td>{_spread(methods[m][kind].get('rank1_over_references'))}</td>"
+                                      for kind in ("original_refs", "method_refs")) + "</tr>" for m in METHODS)
     photos = reid["photos"]
     per_person = "".join(
         f"<tr><td>{labels[p]}</td><td>{reid['queries_per_person'].get(p, 0)}</td>"
@@ -256,6 +272,14 @@ as the product does).</p>
 <table><tr><th>method</th><th>Rank-1<br>vs original refs</th><th>Rank-1<br>vs method refs</th>
 <th>TAR@FAR 0.01<br>original refs</th><th>TAR@FAR 0.01<br>method refs</th><th>ROC AUC<br>original refs</th>
 <th>ROC AUC<br>method refs</th><th>queries without<br>descriptor</th></tr>{rows}</table>
+<h3>How much the choice of reference photo matters</h3>
+<p class="note">With few persons and photos, Rank-1 moves with which photo happens to be each person's reference.
+Below: Rank-1 over {REFERENCE_DRAWS} random choices of reference photo per person (mean and 5–95% range). The
+<em>control</em> row is the avatar with every movement neutral, drawn only at the face's place and size: what it
+links comes from where and how large the faces are in the photos (for example two photo sources of different
+resolution), and no mask that keeps the face where it was can link less.</p>
+<table><tr><th>method</th><th>Rank-1 vs original refs<br>mean [5%, 95%]</th>
+<th>Rank-1 vs method refs<br>mean [5%, 95%]</th></tr>{spread_rows}</table>
 {images['rank1']}
 {images['roc']}
 <h3>Masked photos as the attacker saw them (avatar only)</h3>{images['masked_photos']}
