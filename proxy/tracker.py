@@ -155,7 +155,8 @@ class FaceTracker:
         self._iris_input = self.iris.get_inputs()[0].name
         # model inputs, reused every frame (RGB in [0, 1], NHWC)
         self._mesh_tensor = np.empty((1, MESH_SIZE, MESH_SIZE, 3), np.float32)
-        self._eye_tensor = np.empty((1, EYE_SIZE, EYE_SIZE, 3), np.float32)
+        # both eyes in one batch: one model call per frame instead of two
+        self._eye_tensor = np.empty((2, EYE_SIZE, EYE_SIZE, 3), np.float32)
         self.smoothing = smoothing
         # Eyes: nystagmus up to 8 Hz must pass (see tests/test_tracker.py); head: steadier.
         self._mesh_filter = OneEuroFilter(min_cutoff=1.0, beta=120.0)
@@ -252,16 +253,14 @@ class FaceTracker:
         return landmarks, presence, roi
 
     def _run_eyes(self, rgb: np.ndarray, landmarks: np.ndarray, presence: float, roi: Roi) -> FaceTrack:
-        outputs = {}
-        for side, corners, mirror in (("right", RIGHT_EYE_CORNERS, False), ("left", LEFT_EYE_CORNERS, True)):
-            eye_roi = roi_for_eye(landmarks, corners)
-            patch, matrix = eye_roi.crop(rgb, EYE_SIZE, mirror=mirror)
-            tensor = self._eye_tensor
-            np.multiply(patch, 1.0 / 255.0, out=tensor[0], casting="unsafe")
-            contour, iris = self.iris.run(None, {self._iris_input: tensor})
-            outputs[side] = (
-                Roi.to_image(contour.reshape(71, 3), matrix, EYE_SIZE),
-                Roi.to_image(iris.reshape(5, 3), matrix, EYE_SIZE),
-            )
-        return FaceTrack(landmarks, outputs["right"][0], outputs["left"][0],
-                         outputs["right"][1], outputs["left"][1], presence, roi)
+        tensor = self._eye_tensor
+        matrices = []
+        for k, (corners, mirror) in enumerate(((RIGHT_EYE_CORNERS, False), (LEFT_EYE_CORNERS, True))):
+            patch, matrix = roi_for_eye(landmarks, corners).crop(rgb, EYE_SIZE, mirror=mirror)
+            np.multiply(patch, 1.0 / 255.0, out=tensor[k], casting="unsafe")
+            matrices.append(matrix)
+        contours, irises = self.iris.run(None, {self._iris_input: tensor})
+        contours, irises = contours.reshape(2, 71, 3), irises.reshape(2, 5, 3)
+        eyes = [Roi.to_image(contours[k], matrices[k], EYE_SIZE) for k in range(2)]
+        iris = [Roi.to_image(irises[k], matrices[k], EYE_SIZE) for k in range(2)]
+        return FaceTrack(landmarks, eyes[0], eyes[1], iris[0], iris[1], presence, roi)
