@@ -95,7 +95,7 @@ def rank1_chart(reid: dict[str, Any], chance: float) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("Rank-1 identification rate")
     ax.set_title("Re-identification by dlib face recognition")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper center")
     return figure_uri(fig)
 
 
