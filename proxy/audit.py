@@ -123,7 +123,7 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
                            "skip_reason": p.skip_reason, "tracked_by_mask": p.tracked,
                            "descriptor_missing": sorted(m for m, d in p.descriptors.items() if d is None)}
                           for p in photos],
-        "methods": evaluate(gallery, photos),
+        "methods": evaluate(gallery),
     }
     return section, gallery
 

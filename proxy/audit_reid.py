@@ -318,15 +318,16 @@ def rank1_pooled(distances: np.ndarray, truth: np.ndarray) -> float:
     return float(hits.mean())
 
 
-def rank1_over_references(photos: list[PhotoResult], persons: list[str], method: str, ref_method: str,
+def rank1_over_references(gallery: Gallery, method: str, ref_method: str,
                           draws: int = REFERENCE_DRAWS, seed: int = 0) -> dict[str, float] | None:
     """Rank-1 (as :func:`rank1`) over random choices of each person's reference photo.
 
     The audit's headline uses the first photo; this says how much that choice matters:
-    the mean and the 5th and 95th percentiles over ``draws`` choices.
+    the mean and the 5th and 95th percentiles over ``draws`` choices of the gallery's photos.
     """
-    used = [p for p in photos if p.used and p.person in persons]
-    if len(used) <= len(persons):
+    persons = gallery.persons
+    used = [gallery.references[person] for person in persons] + gallery.queries
+    if not gallery.queries:
         return None
     owner = np.array([persons.index(p.person) for p in used])
     # every photo against every photo once; a draw only picks columns
@@ -385,11 +386,8 @@ def auc(roc: dict[str, list[float]]) -> float:
     return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2))
 
 
-def evaluate(gallery: Gallery, photos: list[PhotoResult] | None = None) -> dict[str, Any]:
-    """Every re-identification number, per method and per kind of reference.
-
-    With ``photos`` (all of them), Rank-1 is also given over random reference choices.
-    """
+def evaluate(gallery: Gallery) -> dict[str, Any]:
+    """Every re-identification number, per method and per kind of reference."""
     persons = gallery.persons
     truth = np.array([persons.index(q.person) for q in gallery.queries], dtype=int)
     results: dict[str, Any] = {}
@@ -408,8 +406,7 @@ def evaluate(gallery: Gallery, photos: list[PhotoResult] | None = None) -> dict[
                 "rank1": mean,
                 "rank1_per_person": dict(zip(persons, per_person, strict=True)),
                 "rank1_pooled": rank1_pooled(distances, truth),
-                "rank1_over_references": (rank1_over_references(photos, persons, method, ref_method)
-                                          if photos is not None else None),
+                "rank1_over_references": rank1_over_references(gallery, method, ref_method),
                 "tar_at_far_0.01": tar,
                 "far_achieved": far,
                 "threshold": threshold,

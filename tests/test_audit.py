@@ -206,22 +206,22 @@ def test_metrics() -> None:
 
 def test_rank1_over_reference_choices() -> None:
     """Identity-bearing descriptors score 1 whatever the references; constant ones score exactly chance."""
-    from proxy.audit_reid import PhotoResult, rank1_over_references
+    from proxy.audit_reid import Gallery, PhotoResult, rank1_over_references
 
     persons = ["a", "b", "c", "d"]
     rng = np.random.default_rng(1)
 
-    def photos(describe: object) -> list[PhotoResult]:
+    def photos(describe: object) -> Gallery:
         out = []
         for k, person in enumerate(persons):
             for j in range(2 + k):
                 photo = PhotoResult(person, Path(f"{person}{j}.jpg"), (100, 100), box=(0, 0, 10, 10))
                 photo.descriptors = {"x": describe(k)}  # type: ignore[operator]
                 out.append(photo)
-        return out
+        return Gallery.build(out)
 
     centres = rng.normal(size=(4, 8))
-    identity = rank1_over_references(photos(lambda k: centres[k] + 0.01 * rng.normal(size=8)), persons, "x", "x")
+    identity = rank1_over_references(photos(lambda k: centres[k] + 0.01 * rng.normal(size=8)), "x", "x")
     assert identity is not None and identity["mean"] == identity["p5"] == 1.0
-    constant = rank1_over_references(photos(lambda k: np.zeros(8)), persons, "x", "x")
+    constant = rank1_over_references(photos(lambda k: np.zeros(8)), "x", "x")
     assert constant is not None and constant["mean"] == pytest.approx(1 / len(persons))
