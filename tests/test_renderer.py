@@ -28,14 +28,18 @@ def tracker() -> FaceTracker:
     return FaceTracker(smoothing=False)
 
 
-def measure(renderer: AvatarRenderer, tracker: FaceTracker, params: MaskParams) -> MaskParams:
-    """Render, track (detector, then a second pass from the mesh's own crop) and retarget."""
+def measure(renderer: AvatarRenderer, tracker: FaceTracker, params: MaskParams,
+            retarget: Retargeter | None = None, index: int = 0) -> MaskParams:
+    """Render, track (detector, then a second pass from the mesh's own crop) and retarget.
+
+    A fresh retargeter by default; pass one (and the frame ``index``, at 30 fps) to measure a sequence.
+    """
     frame = renderer.render(params)
     tracker.reset()
     assert tracker.process(frame) is not None, "no face found on the avatar"
     track = tracker.process(frame)
     assert track is not None
-    return Retargeter()(track, renderer.width, renderer.height)
+    return (retarget or Retargeter())(track, renderer.width, renderer.height, index, index / 30)
 
 
 # ---- (a) determinism and sizes ----------------------------------------------------------
@@ -172,12 +176,8 @@ def test_round_trip_head_pose(renderer: AvatarRenderer, tracker: FaceTracker, po
 def test_round_trip_mouth(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
     """Opening is measured above the resting gap: closed, then open, then closed again."""
     retarget = Retargeter()
-    readings = []
-    for index, opening in enumerate((0.0, 0.3, 0.0)):
-        frame = renderer.render(MaskParams(face=True, mouth_open=opening))
-        tracker.reset()
-        tracker.process(frame)
-        readings.append(retarget(tracker.process(frame), renderer.width, renderer.height, index, index / 30))
+    readings = [measure(renderer, tracker, MaskParams(face=True, mouth_open=opening), retarget, index)
+                for index, opening in enumerate((0.0, 0.3, 0.0))]
     assert readings[0].mouth_open == 0.0
     assert readings[1].mouth_open == pytest.approx(0.3, abs=0.1)
     assert readings[2].mouth_open < 0.03
