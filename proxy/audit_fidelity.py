@@ -1,7 +1,7 @@
 """Fidelity part of ``maskproxy audit``: does the avatar carry the eye, lid and head movements?
 
 Each clip is tracked as ``maskproxy track`` tracks it (tracker + retargeter,
-smoothing on frame times), masked with :class:`~proxy.pipeline.MaskPipeline`,
+smoothing on frame times, the files' eye samples), masked with :class:`~proxy.pipeline.MaskPipeline`,
 and the masked frames are tracked again by a separate tracker and retargeter
 that know nothing of the original. A signal survives masking when the two
 traces agree: Pearson r and mean absolute error over frames where both found

@@ -36,8 +36,8 @@ def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 class MaskPipeline:
     """Tracker, retargeter and renderer of one stream. Not thread-safe; ``close()`` when done."""
 
-    def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS) -> None:
-        self.tracker = FaceTracker(threads=threads)
+    def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1) -> None:
+        self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
         self.retarget = Retargeter()
         self.renderer: AvatarRenderer | None = None
         self.max_track_pixels = max_track_pixels

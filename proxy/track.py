@@ -11,7 +11,7 @@ import numpy as np
 
 from proxy.media import iter_input
 from proxy.retarget import Retargeter
-from proxy.tracker import FaceTrack, FaceTracker
+from proxy.tracker import OFFLINE_EYE_SAMPLES, FaceTrack, FaceTracker
 
 
 def _points(array: np.ndarray) -> list[list[float]]:
@@ -30,9 +30,13 @@ def track_record(params_json: dict[str, Any], track: FaceTrack | None, landmarks
     return record
 
 
-def run_track(path: Path, landmarks: bool = False, out: TextIO = sys.stdout) -> int:
-    """Track every frame of ``path``; returns the number of frames with a face."""
-    tracker = FaceTracker()
+def run_track(path: Path, landmarks: bool = False, out: TextIO = sys.stdout,
+              eye_samples: int | None = None) -> int:
+    """Track every frame of ``path``; returns the number of frames with a face.
+
+    ``eye_samples`` defaults to :data:`~proxy.tracker.OFFLINE_EYE_SAMPLES`: a file has no frame budget.
+    """
+    tracker = FaceTracker(eye_samples=eye_samples or OFFLINE_EYE_SAMPLES)
     retarget = Retargeter()
     found = 0
     for frame in iter_input(path):

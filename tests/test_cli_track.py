@@ -70,3 +70,27 @@ def test_unreadable_input_is_a_one_line_error(tmp_path: Path, content: bytes) ->
 def test_missing_input(tmp_path: Path) -> None:
     done = maskproxy("track", str(tmp_path / "nope.jpg"))
     assert done.returncode == 2 and "no such file" in done.stderr
+
+
+def test_eye_samples_must_be_positive(tmp_path: Path) -> None:
+    done = maskproxy("track", "--eye-samples", "0", str(tmp_path / "any.jpg"))
+    assert done.returncode == 2 and "--eye-samples: must be at least 1" in done.stderr
+
+
+def test_eye_samples_one_is_the_live_setting(tmp_path: Path, face_photo: np.ndarray) -> None:
+    """``--eye-samples 1`` measures a photo exactly as a live consult's tracker does."""
+    from proxy.retarget import Retargeter
+    from proxy.tracker import FaceTracker
+
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), face_photo[:, :, ::-1])
+    rows = {}
+    for samples in ("1", "4"):
+        done = maskproxy("track", str(photo), "--eye-samples", samples)
+        assert done.returncode == 0, done.stderr
+        rows[samples] = json.loads(done.stdout)
+    rgb = cv2.imread(str(photo))[:, :, ::-1].copy()
+    live = Retargeter()(FaceTracker().process(rgb, 0.0), rgb.shape[1], rgb.shape[0], 0, 0.0).to_json()
+    assert rows["1"]["right_gaze_yaw"] == live["right_gaze_yaw"]
+    assert rows["4"]["right_gaze_yaw"] != live["right_gaze_yaw"]
+    assert abs(rows["4"]["right_gaze_yaw"] - live["right_gaze_yaw"]) < 5
