@@ -341,7 +341,8 @@ class Room:
                 return worker  # dead: frames are dropped until the restart, the doctor sees the card
         self._worker_died = None
         self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
-                                  pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels)
+                                  pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels,
+                                  eye_samples=self.config.eye_samples)
         self._worker.start()
         return self._worker
 

@@ -55,6 +55,7 @@ def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
     ("env", {"MASKPROXY_PEER_TIMEOUT": "nan"}, "peer_timeout must be a positive"),
     ("env", {"MASKPROXY_MAX_FRAME_PIXELS": "100"}, "max_frame_pixels must be at least"),
     ("env", {"MASKPROXY_LOG_LEVEL": "LOUD"}, "log_level must be one of"),
+    ("env", {"MASKPROXY_EYE_SAMPLES": "0"}, "eye_samples must be at least 1"),
     ("env", {"MASKPROXY_ICE_SERVERS": "http://x"}, "must start with stun:"),
     ("env", {"MASKPROXY_PUBLIC_URL": "consult.example"}, "public_url must start with"),
     ("env", {"MASKPROXY_API_KEY": "short"}, "api_key must be at least 16"),
@@ -71,6 +72,24 @@ def test_invalid_values_are_clear_errors(tmp_path: Path, where: str, values: obj
     with pytest.raises(ValueError, match=re.escape(message)):
         Config.load(toml if where == "toml" else None, environ=values if where == "env" else {},  # type: ignore
                     flags=values if where == "flags" else None)  # type: ignore[arg-type]
+
+
+def test_eye_samples_reach_the_consults_tracker() -> None:
+    """The live default is one eye crop; a clinic's setting reaches each consult's worker."""
+    import asyncio
+
+    from proxy.worker import MaskWorker
+
+    assert Config.load(environ={}).eye_samples == 1
+    config = Config.load(environ={"MASKPROXY_EYE_SAMPLES": "4"})
+    loop = asyncio.new_event_loop()
+    try:
+        worker = MaskWorker(loop, lambda result: None, eye_samples=config.eye_samples)
+        pipeline = worker._make_pipeline()
+        assert pipeline.tracker.eye_samples == 4  # type: ignore[attr-defined]
+        pipeline.close()  # type: ignore[attr-defined]
+    finally:
+        loop.close()
 
 
 def test_cli_reports_a_bad_setting_and_exits_2(capsys: pytest.CaptureFixture[str],
