@@ -12,7 +12,7 @@ MediaPipe's FaceMesh pipeline, with our ONNX models:
    5 iris points. With ``eye_samples`` > 1 each eye is cropped several times,
    shifted by half a crop pixel, and the model's answers are averaged: the
    iris model's error changes erratically with sub-pixel placement, and the
-   average of four half-pixel phases has about a third less frame-to-frame
+   average of four half-pixel phases has about a quarter less frame-to-frame
    jitter, at four times the eye model's cost. Files (``track``, ``mask``,
    ``audit``) use :data:`OFFLINE_EYE_SAMPLES`; live consults use one.
 4. Everything is mapped back to input pixels, smoothed (One Euro: no lag on
