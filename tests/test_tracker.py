@@ -182,20 +182,30 @@ def test_eye_samples_reduce_gaze_jitter_without_bias(short_clip: Path) -> None:
                     break
                 height, width = frame.rgb.shape[:2]
                 track = tracker.process(frame.rgb)
+                if track is None:  # no face: a gap in the traces
+                    rows.append((np.nan,) * 5)
+                    irises.append((np.nan,) * 4)
+                    continue
                 p = retarget(track, width, height, frame.index, frame.t)
-                assert track is not None
                 rows.append((p.right_gaze_yaw, p.left_gaze_yaw, p.right_gaze_pitch, p.left_gaze_pitch,
                              min(p.right_aperture, p.left_aperture)))
                 irises.append(np.concatenate([track.right_iris[0, :2], track.left_iris[0, :2]]))
         return np.array(rows), np.array(irises)
 
-    def jitter(rows: np.ndarray) -> float:
+    def open_triples(rows: np.ndarray) -> np.ndarray:
+        """Frames whose eye is open (and found) in it and both neighbours."""
+        with np.errstate(invalid="ignore"):
+            return (rows[2:, 4] > 0.22) & (rows[1:-1, 4] > 0.22) & (rows[:-2, 4] > 0.22)
+
+    def jitter(rows: np.ndarray, use: np.ndarray) -> float:
         """Median |second difference| of the four gaze angles over open-eye frames (deg)."""
         second = np.abs(rows[2:, :4] - 2 * rows[1:-1, :4] + rows[:-2, :4])
-        open_eyes = (rows[2:, 4] > 0.22) & (rows[1:-1, 4] > 0.22) & (rows[:-2, 4] > 0.22)
-        return float(np.median(second[open_eyes]))
+        return float(np.median(second[use]))
 
     one, iris_one = gaze_and_iris(1)
     four, iris_four = gaze_and_iris(OFFLINE_EYE_SAMPLES)
-    assert jitter(four) < 0.9 * jitter(one), (jitter(one), jitter(four))  # about 0.75x on the shared clips
-    assert np.abs((iris_four - iris_one).mean(0)).max() < 0.5  # pixels
+    use = open_triples(one) & open_triples(four)
+    if use.sum() < 30:
+        pytest.skip(f"{short_clip.name}: fewer than 30 open-eye frames with a face in its first 150")
+    assert jitter(four, use) < 0.9 * jitter(one, use), (jitter(one, use), jitter(four, use))  # 0.71-0.79x here
+    assert np.nanmax(np.abs(np.nanmean(iris_four - iris_one, axis=0))) < 0.5  # pixels
