@@ -84,7 +84,6 @@ class AudioFormat:
 
     def __init__(self) -> None:
         self._resamplers: dict[tuple[str, str, int], av.AudioResampler] = {}
-        self._pending: list[av.AudioFrame] = []
 
     def convert(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
         key = (frame.format.name, frame.layout.name, frame.sample_rate)
