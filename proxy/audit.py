@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from proxy import __version__
-from proxy.cli import positive_int
+from proxy.cli import eye_samples_argument
 from proxy.media import InputError, VideoReader
 
 VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".y4m", ".m4v", ".ogv"}
@@ -52,8 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seconds", type=float, default=None, metavar="S", help="use at most S s of each clip")
     parser.add_argument("--sheets", type=int, default=20, metavar="N", help="human-test sheets (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
-    parser.add_argument("--eye-samples", type=positive_int, default=None, metavar="N",
-                        help="eye crops averaged per eye, as in 'maskproxy track' and 'mask' (default 4)")
+    eye_samples_argument(parser)
 
 
 def _clean(value: Any) -> Any:
@@ -224,11 +223,9 @@ def run_audit(args: argparse.Namespace) -> int:
     """Run the whole audit and write OUT/report.json, OUT/report.html and OUT/human_test/."""
     from proxy.audit_report import write_html, write_human_test
     from proxy.pipeline import MaskPipeline
-    from proxy.tracker import OFFLINE_EYE_SAMPLES
 
     if args.faces is None and args.videos is None:
         raise InputError("give --faces, --videos or both")
-    eye_samples = getattr(args, "eye_samples", None) or OFFLINE_EYE_SAMPLES
     started = time.perf_counter()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -238,11 +235,11 @@ def run_audit(args: argparse.Namespace) -> int:
         "inputs": {"faces": str(args.faces) if args.faces else None,
                    "videos": str(args.videos) if args.videos else None,
                    "max_photos": args.max_photos, "max_seconds": args.max_seconds,
-                   "include_originals": bool(args.include_originals), "eye_samples": eye_samples},
+                   "include_originals": bool(args.include_originals), "eye_samples": args.eye_samples},
         "timing_s": {},
     }
     gallery, traces = None, []
-    with MaskPipeline(eye_samples=eye_samples) as pipeline:
+    with MaskPipeline(eye_samples=args.eye_samples) as pipeline:
         if args.faces is not None:
             start = time.perf_counter()
             report["reidentification"], gallery = _reidentify(args, pipeline)

@@ -92,10 +92,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _eye_samples_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--eye-samples", type=positive_int, default=None, metavar="N",
+def eye_samples_argument(parser: argparse.ArgumentParser) -> None:
+    """``--eye-samples`` of the commands that read files (track, mask, audit)."""
+    from proxy.tracker import OFFLINE_EYE_SAMPLES
+
+    parser.add_argument("--eye-samples", type=positive_int, default=OFFLINE_EYE_SAMPLES, metavar="N",
                         help="eye crops averaged per eye: less jitter, N times the eye model's cost "
-                        "(default 4 for files; live consults use 1)")
+                        "(default %(default)s for files; live consults use 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("input", type=Path, help="video (anything PyAV reads) or photo (jpg, png)")
     track.add_argument("--landmarks", action="store_true",
                        help="also print the 468-point mesh and per-eye contour and iris points (pixels)")
-    _eye_samples_argument(track)
+    eye_samples_argument(track)
     track.set_defaults(handler=_track)
 
     mask = commands.add_parser("mask", help="mask a video or photo file",
@@ -127,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also write each frame's mask parameters as JSON lines")
     mask.add_argument("--keep-audio", action="store_true", help="copy the input's audio (dropped by default)")
     mask.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
-    _eye_samples_argument(mask)
+    eye_samples_argument(mask)
     mask.set_defaults(handler=_mask)
 
     from proxy.audit import add_arguments as audit_arguments

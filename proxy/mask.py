@@ -43,15 +43,14 @@ def run_mask(args: argparse.Namespace) -> int:
         raise InputError("the output must not overwrite the input")
     if not target.parent.is_dir():
         raise InputError(f"{target.parent}: no such folder")
-    eye_samples = getattr(args, "eye_samples", None) or OFFLINE_EYE_SAMPLES
     params_file = open(args.params_out, "w") if args.params_out else None  # noqa: SIM115 - closed below
     try:
         if is_photo(source):
             if target.suffix.lower() not in PHOTO_EXTENSIONS:
                 raise InputError(f"{target}: a photo's output must be a photo ({', '.join(sorted(PHOTO_EXTENSIONS))})")
-            mask_photo(source, target, params_file, args.threads, eye_samples)
+            mask_photo(source, target, params_file, args.threads, args.eye_samples)
         else:
-            mask_video(source, target, params_file, args.threads, args.keep_audio, eye_samples)
+            mask_video(source, target, params_file, args.threads, args.keep_audio, args.eye_samples)
     except BaseException:
         if params_file is not None:
             params_file.close()

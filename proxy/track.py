@@ -31,12 +31,12 @@ def track_record(params_json: dict[str, Any], track: FaceTrack | None, landmarks
 
 
 def run_track(path: Path, landmarks: bool = False, out: TextIO = sys.stdout,
-              eye_samples: int | None = None) -> int:
+              eye_samples: int = OFFLINE_EYE_SAMPLES) -> int:
     """Track every frame of ``path``; returns the number of frames with a face.
 
     ``eye_samples`` defaults to :data:`~proxy.tracker.OFFLINE_EYE_SAMPLES`: a file has no frame budget.
     """
-    tracker = FaceTracker(eye_samples=eye_samples or OFFLINE_EYE_SAMPLES)
+    tracker = FaceTracker(eye_samples=eye_samples)
     retarget = Retargeter()
     found = 0
     for frame in iter_input(path):
