@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from proxy import __version__
-from proxy.cli import eye_samples_argument
+from proxy.cli import eye_samples_argument, supersample_argument
 from proxy.media import InputError, VideoReader
 
 VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".y4m", ".m4v", ".ogv"}
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheets", type=int, default=20, metavar="N", help="human-test sheets (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
     eye_samples_argument(parser)
+    supersample_argument(parser)
 
 
 def _clean(value: Any) -> Any:
@@ -235,11 +236,12 @@ def run_audit(args: argparse.Namespace) -> int:
         "inputs": {"faces": str(args.faces) if args.faces else None,
                    "videos": str(args.videos) if args.videos else None,
                    "max_photos": args.max_photos, "max_seconds": args.max_seconds,
-                   "include_originals": bool(args.include_originals), "eye_samples": args.eye_samples},
+                   "include_originals": bool(args.include_originals), "eye_samples": args.eye_samples,
+                   "supersample": args.supersample},
         "timing_s": {},
     }
     gallery, traces = None, []
-    with MaskPipeline(eye_samples=args.eye_samples) as pipeline:
+    with MaskPipeline(eye_samples=args.eye_samples, supersample=args.supersample) as pipeline:
         if args.faces is not None:
             start = time.perf_counter()
             report["reidentification"], gallery = _reidentify(args, pipeline)

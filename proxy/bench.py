@@ -305,6 +305,8 @@ def run_mediapipe(python: str, clip: Path, size: tuple[int, int], count: int) ->
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from proxy.renderer import OFFLINE_SUPERSAMPLE
+    from proxy.renderer import benchmark as render_benchmark
     from proxy.tracker import OFFLINE_EYE_SAMPLES
 
     cv2.setNumThreads(args.threads)
@@ -328,6 +330,8 @@ def run_bench(args: argparse.Namespace) -> int:
     report["tracker_alone"] = run_tracker_alone(stream, args.threads)
     # what files (track, mask, audit) pay for their averaged eye crops
     report["tracker_alone_files"] = run_tracker_alone(stream, args.threads, OFFLINE_EYE_SAMPLES)
+    # and for their supersampled avatar (the live render is the pipeline's "render" stage)
+    report["render_files_ms_per_frame"] = round(render_benchmark(*size, frames=60, supersample=OFFLINE_SUPERSAMPLE), 3)
     if not args.no_baselines:
         report["passthrough_ms_per_frame"] = round(run_passthrough(stream), 3)
         report["blur_ms_per_frame"] = round(run_blur(stream, size, args.threads), 3)
@@ -347,6 +351,7 @@ def run_bench(args: argparse.Namespace) -> int:
     files = report["tracker_alone_files"]
     print(f"tracker for files ({OFFLINE_EYE_SAMPLES} eye crops per eye): "
           f"eyes {files['stages']['eyes']['p50']:.2f} ms p50; {files['ms_per_frame']:.2f} ms/frame")
+    print(f"render for files ({OFFLINE_SUPERSAMPLE}x supersampled): {report['render_files_ms_per_frame']:.2f} ms/frame")
     if "passthrough_ms_per_frame" in report:
         ratio = report["ms_per_frame"] / max(report["passthrough_ms_per_frame"], 1e-6)
         print(f"passthrough {report['passthrough_ms_per_frame']:.2f} ms/frame (mask is {ratio:.1f}x), "

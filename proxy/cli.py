@@ -58,6 +58,8 @@ SERVE_FLAGS = {
     "threads": (int, "ONNX Runtime threads per consult (default 1)"),
     "eye_samples": (int, "eye crops averaged per eye: 4 cut gaze jitter by a quarter, about 5 ms more per frame "
                     "(default 1)"),
+    "supersample": (int, "draw the avatar k x k times larger and average it down: smoother edges, about k*k times "
+                    "the render cost (default 1)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
 }
 
@@ -101,6 +103,16 @@ def eye_samples_argument(parser: argparse.ArgumentParser) -> None:
                         "(default %(default)s for files; live consults use 1)")
 
 
+def supersample_argument(parser: argparse.ArgumentParser) -> None:
+    """``--supersample`` of the commands that render files (mask, audit)."""
+    from proxy.renderer import OFFLINE_SUPERSAMPLE
+
+    parser.add_argument("--supersample", type=positive_int, default=OFFLINE_SUPERSAMPLE, metavar="K",
+                        help="draw the avatar at K times the output's width and height and average it down: "
+                        "every edge antialiased, so the face's size in pixels does not show in how it is drawn "
+                        "(default %(default)s for files, fewer for frames over 4096/K pixels; live consults use 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskproxy",
@@ -131,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--keep-audio", action="store_true", help="copy the input's audio (dropped by default)")
     mask.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     eye_samples_argument(mask)
+    supersample_argument(mask)
     mask.set_defaults(handler=_mask)
 
     from proxy.audit import add_arguments as audit_arguments

@@ -57,6 +57,8 @@ class Config:
     threads: int = 1
     #: Eye crops averaged per eye (proxy.tracker): 4 cut gaze jitter by about a quarter for about 5 ms more per frame.
     eye_samples: int = 1
+    #: Avatar supersampling (proxy.renderer): 2 or 4 antialias every edge; about k*k times the render cost.
+    supersample: int = 1
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -104,7 +106,7 @@ class Config:
         for url in self.ice_servers:
             if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns"):
                 raise ValueError(f"ICE server {url!r} must start with stun:, stuns:, turn: or turns:")
-        for name in ("max_consults", "max_body", "rate_burst", "threads", "eye_samples"):
+        for name in ("max_consults", "max_body", "rate_burst", "threads", "eye_samples", "supersample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_frame_pixels < MIN_FRAME_PIXELS:

@@ -21,7 +21,6 @@ import numpy as np
 
 from proxy.media import PHOTO_EXTENSIONS, InputError, VideoReader, is_photo, read_photo, write_photo
 from proxy.pipeline import MaskPipeline
-from proxy.tracker import OFFLINE_EYE_SAMPLES
 
 VIDEO_CODECS = {"h264": ("libx264", ".mp4"), "vp8": ("libvpx", ".webm"), "vp9": ("libvpx-vp9", ".webm")}
 AUDIO_CODECS = {".mp4": "aac", ".webm": "libopus"}
@@ -43,14 +42,16 @@ def run_mask(args: argparse.Namespace) -> int:
         raise InputError("the output must not overwrite the input")
     if not target.parent.is_dir():
         raise InputError(f"{target.parent}: no such folder")
+    if is_photo(source) and target.suffix.lower() not in PHOTO_EXTENSIONS:
+        raise InputError(f"{target}: a photo's output must be a photo ({', '.join(sorted(PHOTO_EXTENSIONS))})")
     params_file = open(args.params_out, "w") if args.params_out else None  # noqa: SIM115 - closed below
     try:
-        if is_photo(source):
-            if target.suffix.lower() not in PHOTO_EXTENSIONS:
-                raise InputError(f"{target}: a photo's output must be a photo ({', '.join(sorted(PHOTO_EXTENSIONS))})")
-            mask_photo(source, target, params_file, args.threads, args.eye_samples)
-        else:
-            mask_video(source, target, params_file, args.threads, args.keep_audio, args.eye_samples)
+        with MaskPipeline(threads=args.threads, eye_samples=args.eye_samples,
+                          supersample=args.supersample) as pipeline:
+            if is_photo(source):
+                mask_photo(source, target, params_file, pipeline)
+            else:
+                mask_video(source, target, params_file, pipeline, args.keep_audio)
     except BaseException:
         if params_file is not None:
             params_file.close()
@@ -61,11 +62,9 @@ def run_mask(args: argparse.Namespace) -> int:
     return 0
 
 
-def mask_photo(source: Path, target: Path, params_file: IO[str] | None, threads: int,
-               eye_samples: int = OFFLINE_EYE_SAMPLES) -> None:
+def mask_photo(source: Path, target: Path, params_file: IO[str] | None, pipeline: MaskPipeline) -> None:
     rgb = read_photo(source)
-    with MaskPipeline(threads=threads, eye_samples=eye_samples) as pipeline:
-        params, out = pipeline.process(rgb, 0.0, 0)
+    params, out = pipeline.process(rgb, 0.0, 0)
     write_photo(target, out)
     if params_file is not None:
         params_file.write(json.dumps(params.to_json()) + "\n")
@@ -77,29 +76,28 @@ def _progress(total: int | None, label: str):  # noqa: ANN202 - tqdm or a no-op
     return tqdm(total=total, unit="frame", desc=label, disable=not sys.stderr.isatty(), leave=False)
 
 
-def mask_video(source: Path, target: Path, params_file: IO[str] | None, threads: int, keep_audio: bool,
-               eye_samples: int = OFFLINE_EYE_SAMPLES) -> None:
+def mask_video(source: Path, target: Path, params_file: IO[str] | None, pipeline: MaskPipeline,
+               keep_audio: bool) -> None:
     codec, _ = VIDEO_CODECS[pick_codec(target)]
     temporary = target.with_name(f".{target.name}.part{target.suffix}")
     try:
         with VideoReader(source) as reader:
-            _transcode(reader, temporary, codec, params_file, threads, keep_audio, target.suffix.lower(), eye_samples)
+            _transcode(reader, temporary, codec, params_file, pipeline, keep_audio, target.suffix.lower())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
 
 
-def _transcode(reader: VideoReader, temporary: Path, codec: str, params_file: IO[str] | None, threads: int,
-               keep_audio: bool, suffix: str, eye_samples: int) -> None:
+def _transcode(reader: VideoReader, temporary: Path, codec: str, params_file: IO[str] | None,
+               pipeline: MaskPipeline, keep_audio: bool, suffix: str) -> None:
     in_video = reader.stream
     in_audio = reader.container.streams.audio[0] if keep_audio and reader.has_audio else None
     time_base = in_video.time_base or Fraction(1, 90000)
     width, height = in_video.codec_context.width, in_video.codec_context.height
     # 4:2:0 needs even sides: an odd input gets one repeated pixel row/column.
     out_w, out_h = width + width % 2, height + height % 2
-    with av.open(str(temporary), "w") as output, MaskPipeline(threads=threads, eye_samples=eye_samples) as pipeline, \
-            _progress(reader.frame_count, reader.path.name) as bar:
+    with av.open(str(temporary), "w") as output, _progress(reader.frame_count, reader.path.name) as bar:
         stream = output.add_stream(codec, rate=Fraction(in_video.average_rate or 30).limit_denominator(100000))
         stream.width, stream.height, stream.pix_fmt = out_w, out_h, "yuv420p"
         stream.time_base = time_base

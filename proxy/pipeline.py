@@ -34,12 +34,20 @@ def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 
 class MaskPipeline:
-    """Tracker, retargeter and renderer of one stream. Not thread-safe; ``close()`` when done."""
+    """Tracker, retargeter and renderer of one stream. Not thread-safe; ``close()`` when done.
 
-    def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1) -> None:
+    ``eye_samples`` goes to :class:`~proxy.tracker.FaceTracker` and ``supersample`` to
+    :class:`~proxy.renderer.AvatarRenderer`; both default to the live settings (1), files raise them.
+    """
+
+    def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1,
+                 supersample: int = 1) -> None:
+        if supersample < 1:
+            raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
         self.retarget = Retargeter()
         self.renderer: AvatarRenderer | None = None
+        self.supersample = supersample
         self.max_track_pixels = max_track_pixels
         #: Milliseconds per stage on the last frame.
         self.timings: dict[str, float] = {}
@@ -64,7 +72,7 @@ class MaskPipeline:
         """The avatar for ``params`` at the given size (RGB, uint8)."""
         start = time.perf_counter()
         if self.renderer is None:
-            self.renderer = AvatarRenderer(width, height)
+            self.renderer = AvatarRenderer(width, height, supersample=self.supersample)
         elif (self.renderer.width, self.renderer.height) != (width, height):
             self.renderer.resize(width, height)
         frame = self.renderer.render(params)

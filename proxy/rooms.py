@@ -342,7 +342,7 @@ class Room:
         self._worker_died = None
         self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
                                   pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels,
-                                  eye_samples=self.config.eye_samples)
+                                  eye_samples=self.config.eye_samples, supersample=self.config.supersample)
         self._worker.start()
         return self._worker
 

@@ -78,9 +78,11 @@ class MaskWorker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_result: Callable[[MaskResult], None],
                  threads: int = 1, pipeline_factory: Callable[[], object] | None = None,
-                 max_pixels: int = MAX_FRAME_PIXELS, eye_samples: int = 1) -> None:
+                 max_pixels: int = MAX_FRAME_PIXELS, eye_samples: int = 1,
+                 supersample: int = 1) -> None:
         self._loop = loop
         self._eye_samples = eye_samples
+        self._supersample = supersample
         self.max_pixels = max_pixels
         self._on_result = on_result
         self._threads = threads
@@ -122,7 +124,7 @@ class MaskWorker:
     def _make_pipeline(self) -> object:
         if self._factory is not None:
             return self._factory()
-        return MaskPipeline(threads=self._threads, eye_samples=self._eye_samples)
+        return MaskPipeline(threads=self._threads, eye_samples=self._eye_samples, supersample=self._supersample)
 
     def _run(self) -> None:
         pipeline = None

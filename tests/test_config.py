@@ -56,6 +56,7 @@ def test_precedence_defaults_toml_env_flags(tmp_path: Path) -> None:
     ("env", {"MASKPROXY_MAX_FRAME_PIXELS": "100"}, "max_frame_pixels must be at least"),
     ("env", {"MASKPROXY_LOG_LEVEL": "LOUD"}, "log_level must be one of"),
     ("env", {"MASKPROXY_EYE_SAMPLES": "0"}, "eye_samples must be at least 1"),
+    ("env", {"MASKPROXY_SUPERSAMPLE": "0"}, "supersample must be at least 1"),
     ("env", {"MASKPROXY_ICE_SERVERS": "http://x"}, "must start with stun:"),
     ("env", {"MASKPROXY_PUBLIC_URL": "consult.example"}, "public_url must start with"),
     ("env", {"MASKPROXY_API_KEY": "short"}, "api_key must be at least 16"),
@@ -74,19 +75,22 @@ def test_invalid_values_are_clear_errors(tmp_path: Path, where: str, values: obj
                     flags=values if where == "flags" else None)  # type: ignore[arg-type]
 
 
-def test_eye_samples_reach_the_consults_tracker() -> None:
-    """The live default is one eye crop; a clinic's setting reaches each consult's worker."""
+def test_quality_settings_reach_the_consults_pipeline() -> None:
+    """The live defaults are one eye crop and no supersampling; a clinic's settings reach each consult's worker."""
     import asyncio
 
     from proxy.worker import MaskWorker
 
-    assert Config.load(environ={}).eye_samples == 1
-    config = Config.load(environ={"MASKPROXY_EYE_SAMPLES": "4"})
+    defaults = Config.load(environ={})
+    assert (defaults.eye_samples, defaults.supersample) == (1, 1)
+    config = Config.load(environ={"MASKPROXY_EYE_SAMPLES": "4", "MASKPROXY_SUPERSAMPLE": "2"})
     loop = asyncio.new_event_loop()
     try:
-        worker = MaskWorker(loop, lambda result: None, eye_samples=config.eye_samples)
+        worker = MaskWorker(loop, lambda result: None, eye_samples=config.eye_samples,
+                            supersample=config.supersample)
         pipeline = worker._make_pipeline()
         assert pipeline.tracker.eye_samples == 4  # type: ignore[attr-defined]
+        assert pipeline.supersample == 2  # type: ignore[attr-defined]
         pipeline.close()  # type: ignore[attr-defined]
     finally:
         loop.close()

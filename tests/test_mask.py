@@ -15,8 +15,8 @@ import pytest
 from proxy.blinks import count_blinks
 from proxy.params import MaskParams
 from proxy.pipeline import MaskPipeline
-from proxy.renderer import AvatarRenderer
-from proxy.tracker import MESH_SIZE
+from proxy.renderer import OFFLINE_SUPERSAMPLE, AvatarRenderer
+from proxy.tracker import MESH_SIZE, OFFLINE_EYE_SAMPLES
 
 
 def maskproxy(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -57,13 +57,33 @@ def test_pixels_outside_the_tracked_regions_cannot_reach_the_output(face_photo: 
     assert MESH_SIZE == 192
 
 
+def test_a_masked_photo_is_the_supersampled_render_of_its_parameters(tmp_path: Path, face_photo: np.ndarray) -> None:
+    """Files are drawn supersampled (``--supersample``, default OFFLINE_SUPERSAMPLE); 1 is the live picture."""
+    photo = tmp_path / "face.png"
+    cv2.imwrite(str(photo), face_photo[:, :, ::-1])
+    rgb = cv2.imread(str(photo))[:, :, ::-1].copy()
+    height, width = rgb.shape[:2]
+    with MaskPipeline(eye_samples=OFFLINE_EYE_SAMPLES) as pipeline:
+        params = pipeline.track(rgb, 0.0, 0)
+    assert params.face
+    for flags, supersample in (((), OFFLINE_SUPERSAMPLE), (("--supersample", "1"), 1)):
+        target = tmp_path / f"out{supersample}.png"
+        done = maskproxy("mask", str(photo), str(target), *flags)
+        assert done.returncode == 0, done.stderr
+        with AvatarRenderer(width, height, supersample=supersample) as renderer:
+            assert np.array_equal(cv2.imread(str(target))[:, :, ::-1], renderer.render(params))
+    done = maskproxy("mask", str(photo), str(tmp_path / "bad.png"), "--supersample", "0")
+    assert done.returncode == 2 and "--supersample: must be at least 1" in done.stderr
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_no_face_gives_the_neutral_avatar(tmp_path: Path) -> None:
     photo = tmp_path / "wall.png"
     cv2.imwrite(str(photo), np.full((240, 320, 3), 180, np.uint8))
     done = maskproxy("mask", str(photo), str(tmp_path / "out.png"), "--params-out", str(tmp_path / "p.jsonl"))
     assert done.returncode == 0, done.stderr
     out = cv2.imread(str(tmp_path / "out.png"))[:, :, ::-1]
-    with AvatarRenderer(320, 240) as renderer:
+    with AvatarRenderer(320, 240, supersample=OFFLINE_SUPERSAMPLE) as renderer:
         assert np.array_equal(out, renderer.render(MaskParams.neutral()))
     assert json.loads((tmp_path / "p.jsonl").read_text())["face"] is False
 
@@ -92,7 +112,7 @@ def test_video_face_lost_mid_video(tmp_path: Path, face_photo: np.ndarray) -> No
         assert b.streams.video[0].codec_context.name == "vp8"
     assert len(frames_out) == 30
     assert np.allclose([f.time for f in frames_out], pts_in, atol=1e-3)
-    with AvatarRenderer(320, 240) as renderer:
+    with AvatarRenderer(320, 240, supersample=OFFLINE_SUPERSAMPLE) as renderer:
         neutral = renderer.render(MaskParams.neutral(frame=15, t=rows[15]["t"]))
     empty = frames_out[15].to_ndarray(format="rgb24").astype(int)
     assert np.abs(empty - neutral).mean() < 4  # the neutral avatar, up to VP8 coding

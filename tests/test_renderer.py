@@ -6,12 +6,15 @@ on the rendered avatar, must measure back the parameters that were drawn.
 
 from __future__ import annotations
 
+import dataclasses
+
+import cv2
 import numpy as np
 import pytest
 
 from proxy.avatar_mesh import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, AvatarMesh, drawn_lids
 from proxy.params import MaskParams
-from proxy.renderer import AvatarRenderer, head_rotation
+from proxy.renderer import MAX_SUPERSAMPLED_SIDE, AvatarRenderer, head_rotation
 from proxy.retarget import Retargeter, euler_degrees
 from proxy.template import load_template
 from proxy.tracker import FaceTracker
@@ -82,6 +85,37 @@ def test_output_size(size: tuple[int, int]) -> None:
         assert np.array_equal(frame[0, 0], frame[-1, -1])
         centre = frame[int(0.45 * height), width // 2].astype(int)
         assert np.abs(centre - frame[0, 0].astype(int)).sum() > 60
+
+
+def test_supersampling_draws_the_large_picture_averaged_down() -> None:
+    """``supersample=k`` gives the picture drawn k times larger, box-filtered: a small face looks like a
+    large one scaled down, not like a differently aliased drawing (which would tell one photo source's
+    resolution from another's), and the face stays exactly where the parameters put it."""
+    params = MaskParams(face=True, head_yaw=14, head_roll=-6, right_gaze_yaw=12, left_gaze_pitch=-8, head_scale=0.3)
+    width, height, k = 160, 120, 4
+    # the large picture's pixel centres sit (k - 1) / 2 large pixels off the small one's
+    shifted = dataclasses.replace(params, head_x=params.head_x + (k - 1) / 2 / (width * k),
+                                  head_y=params.head_y + (k - 1) / 2 / (height * k))
+    with AvatarRenderer(width * k, height * k) as large:
+        reference = cv2.resize(large.render(shifted), (width, height), interpolation=cv2.INTER_AREA).astype(int)
+    with AvatarRenderer(width, height, supersample=k) as small:
+        assert small.factor == k
+        supersampled = small.render(params)
+        assert np.array_equal(small.render(params), supersampled)
+    with AvatarRenderer(width, height) as plain:
+        aliased = plain.render(params).astype(int)
+    assert np.abs(supersampled.astype(int) - reference).max() <= 1  # rounding only
+    assert np.abs(aliased - reference).max() > 50  # the plain drawing's edges are hard steps
+
+
+def test_supersampling_stays_within_the_size_limit() -> None:
+    with pytest.raises(ValueError, match="supersample"):
+        AvatarRenderer(64, 48, supersample=0)
+    with AvatarRenderer(64, 48, supersample=4) as r:
+        assert r.factor == 4
+        r.resize(MAX_SUPERSAMPLED_SIDE // 2 + 1, 64)  # 3x would pass the limit: drawn at 1x
+        assert r.factor == 1
+        assert r.render(MaskParams(face=True)).shape == (64, MAX_SUPERSAMPLED_SIDE // 2 + 1, 3)
 
 
 def test_background_is_constant(renderer: AvatarRenderer) -> None:
