@@ -174,7 +174,7 @@ def test_blink_times() -> None:
     t = np.arange(60) / 30
     trace = np.full(60, 0.3)
     trace[10:14] = 0.05  # blink
-    trace[20:22] = 0.15  # half closure: not a blink
+    trace[20:22] = 0.18  # narrowed by 40% (a squint, a downward glance): not a blink
     trace[30:33] = 0.1
     trace[33:36] = 0.15  # hovering between the thresholds: still the same closure
     trace[36:38] = 0.08

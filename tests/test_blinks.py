@@ -31,6 +31,14 @@ def test_wide_eye_partial_blinks_count_but_noise_does_not() -> None:
     assert count_blinks(values, times) == 0
 
 
+def test_fast_blinks_read_half_shut_count() -> None:
+    """A blink sampled once at 30 fps reads at about 0.55 of the open level; a glance down at 0.62 does not count."""
+    values = list(0.47 + np.random.default_rng(0).normal(0, 0.01, 90))
+    times = [i / 30 for i in range(90)]
+    values[30], values[60] = 0.26, 0.29  # as d6's frames 50 and 313: a shut eye, then a downward glance
+    assert count_blinks(values, times) == 1
+
+
 def test_narrow_eye_needs_a_real_closure() -> None:
     # a narrow eye (0.24) whose lids twitch to 0.15: above the absolute 0.12, so not a blink
     values, times = _trace(0.24, [0.15, 0.16])

@@ -62,7 +62,7 @@ export class RingBuffer {
  * is counted when the eye re-opens.
  */
 export class BlinkDetector {
-  constructor({ closeBelow = 0.12, openAbove = 0.18, closeRatio = 0.5, openRatio = 0.75, windowS = 2 } = {}) {
+  constructor({ closeBelow = 0.12, openAbove = 0.18, closeRatio = 0.55, openRatio = 0.75, windowS = 2 } = {}) {
     this.closeBelow = closeBelow;
     this.openAbove = openAbove;
     this.closeRatio = closeRatio;
