@@ -227,28 +227,31 @@ class AvatarRenderer:
         self._release_targets()
         ctx = self.ctx
         self.width, self.height = width, height
-        colour = ctx.renderbuffer((width, height), 4)
-        self.fbo = ctx.framebuffer([colour])
-        self._targets = [self.fbo, colour]
         self.factor = max(1, min(self.supersample, MAX_SUPERSAMPLED_SIDE // max(width, height)))
-        draw_w, draw_h = width * self.factor, height * self.factor
+        draw_w, draw_h = self._draw_size
+        colour = ctx.renderbuffer((width, height), 4)
         if self.factor > 1:
             # draw into a texture k times larger; _resolve() box-filters it into self.fbo
+            self.fbo = ctx.framebuffer([colour])
             self._big = ctx.texture((draw_w, draw_h), 4)
             big_depth = ctx.depth_renderbuffer((draw_w, draw_h))
             self.big_fbo = ctx.framebuffer([self._big], big_depth)
-            self._targets += [self.big_fbo, self._big, big_depth]
+            self._targets = [self.fbo, colour, self.big_fbo, self._big, big_depth]
         else:
             depth = ctx.depth_renderbuffer((width, height))
-            self.big_fbo = ctx.framebuffer([colour], depth)
-            self._targets += [self.big_fbo, depth]
+            self.fbo = self.big_fbo = ctx.framebuffer([colour], depth)
+            self._targets = [self.fbo, colour, depth]
         self.draw_fbo = self.big_fbo
         if self.samples:
             ms_colour = ctx.renderbuffer((draw_w, draw_h), 4, samples=self.samples)
             ms_depth = ctx.depth_renderbuffer((draw_w, draw_h), samples=self.samples)
             self.draw_fbo = ctx.framebuffer([ms_colour], ms_depth)
             self._targets += [self.draw_fbo, ms_colour, ms_depth]
-        self._draw_size = (draw_w, draw_h)
+
+    @property
+    def _draw_size(self) -> tuple[int, int]:
+        """The size the avatar is drawn at: the output's, times the supersampling factor."""
+        return self.width * self.factor, self.height * self.factor
 
     def _release_targets(self) -> None:
         for target in self._targets:

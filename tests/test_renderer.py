@@ -113,7 +113,7 @@ def test_supersampling_stays_within_the_size_limit() -> None:
         AvatarRenderer(64, 48, supersample=0)
     with AvatarRenderer(64, 48, supersample=4) as r:
         assert r.factor == 4
-        r.resize(MAX_SUPERSAMPLED_SIDE // 2 + 1, 64)  # 3x would pass the limit: drawn at 1x
+        r.resize(MAX_SUPERSAMPLED_SIDE // 2 + 1, 64)  # even 2x would pass the limit: drawn at 1x
         assert r.factor == 1
         assert r.render(MaskParams(face=True)).shape == (64, MAX_SUPERSAMPLED_SIDE // 2 + 1, 3)
 
