@@ -77,8 +77,6 @@ def test_invalid_values_are_clear_errors(tmp_path: Path, where: str, values: obj
 
 def test_quality_settings_reach_the_consults_pipeline() -> None:
     """The live defaults are one eye crop and no supersampling; a clinic's settings reach each consult's worker."""
-    import asyncio
-
     from proxy.worker import MaskWorker
 
     defaults = Config.load(environ={})
