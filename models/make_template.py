@@ -11,7 +11,7 @@ Usage::
 
     python models/make_template.py /tmp/mp/mediapipe-0.10.21-*.whl ../shared/data/faces
 
-Writes ``template_face.npz`` beside itself (see ``proxy/template.py`` for
+Writes ``template_face.npz`` beside itself (see ``proxy/avatar/template.py`` for
 its fields). Units are centimetres, with the outer eye corners 9 cm apart
 (a population mean); axes x to the image's right, y up, z towards the camera.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxy.tracker import FaceTracker  # noqa: E402
+from proxy.tracking.tracker import FaceTracker  # noqa: E402
 
 CONNECTIONS = "mediapipe/python/solutions/face_mesh_connections.py"
 BIOCULAR_CM = 9.0

@@ -1,8 +1,17 @@
 """maskproxy: a digital mask for video consultations.
 
-Data flow, one module per stage::
+Data flow, one subpackage per stage::
 
-    camera frame --tracker--> landmarks --retarget--> MaskParams --renderer--> avatar frame
+    camera frame --tracking--> FaceTrack --avatar.retarget--> MaskParams --avatar.renderer--> avatar frame
+                                                              (pipeline.py runs the three for one stream)
+    consult: browser camera -> worker -> pipeline -> masked track -> doctor
+
+The contracts stay at the top: :mod:`proxy.params` (the per-frame parameters,
+with units), :mod:`proxy.pipeline` (frame -> params -> avatar frame),
+:mod:`proxy.resources` (where models, shaders and pages are) and :mod:`proxy.cli`.
+Subpackages: :mod:`proxy.tracking`, :mod:`proxy.avatar`, :mod:`proxy.files`,
+:mod:`proxy.consult`, :mod:`proxy.audit`, :mod:`proxy.bench`. Imports point one
+way: consult, files, audit, bench -> pipeline -> avatar -> tracking -> params.
 
 The patient's pixels stop at the tracker; everything after it sees only
 :class:`proxy.params.MaskParams`.

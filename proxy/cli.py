@@ -8,30 +8,30 @@ import sys
 from pathlib import Path
 
 from proxy import __version__
-from proxy.media import InputError
+from proxy.files.media import InputError
 
 
 def _track(args: argparse.Namespace) -> int:
-    from proxy.track import run_track
+    from proxy.files.track import run_track
 
     run_track(args.input, landmarks=args.landmarks, eye_samples=args.eye_samples)
     return 0
 
 
 def _mask(args: argparse.Namespace) -> int:
-    from proxy.mask import run_mask
+    from proxy.files.mask import run_mask
 
     return run_mask(args)
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from proxy.audit import run_audit
+    from proxy.audit.command import run_audit
 
     return run_audit(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from proxy.bench import run_bench
+    from proxy.bench.offline import run_bench
 
     return run_bench(args)
 
@@ -65,9 +65,9 @@ SERVE_FLAGS = {
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from proxy.config import Config
-    from proxy.logs import setup_logging
-    from proxy.server import run_server
+    from proxy.consult.config import Config
+    from proxy.consult.logs import setup_logging
+    from proxy.consult.server import run_server
 
     flags = {name: getattr(args, name) for name in SERVE_FLAGS}
     flags["ice_servers"] = args.ice_server
@@ -96,7 +96,7 @@ def positive_int(text: str) -> int:
 
 def eye_samples_argument(parser: argparse.ArgumentParser) -> None:
     """``--eye-samples`` of the commands that read files (track, mask, audit)."""
-    from proxy.tracker import OFFLINE_EYE_SAMPLES
+    from proxy.tracking.tracker import OFFLINE_EYE_SAMPLES
 
     parser.add_argument("--eye-samples", type=positive_int, default=OFFLINE_EYE_SAMPLES, metavar="N",
                         help="eye crops averaged per eye: less jitter, N times the eye model's cost "
@@ -105,7 +105,7 @@ def eye_samples_argument(parser: argparse.ArgumentParser) -> None:
 
 def supersample_argument(parser: argparse.ArgumentParser) -> None:
     """``--supersample`` of the commands that render files (mask, audit)."""
-    from proxy.renderer import OFFLINE_SUPERSAMPLE
+    from proxy.avatar.renderer import OFFLINE_SUPERSAMPLE
 
     parser.add_argument("--supersample", type=positive_int, default=OFFLINE_SUPERSAMPLE, metavar="K",
                         help="draw the avatar at K times the output's width and height and average it down: "
@@ -146,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     supersample_argument(mask)
     mask.set_defaults(handler=_mask)
 
-    from proxy.audit import add_arguments as audit_arguments
+    from proxy.audit.command import add_arguments as audit_arguments
 
     audit = commands.add_parser("audit", help="privacy and fidelity audit with an HTML report",
                                 description="Re-identification (Rank-1, TAR at FAR 0.01) of masked faces against "
                                 "baselines, fidelity of eye signals on videos, and a human test kit.")
     audit_arguments(audit)
+    eye_samples_argument(audit)
+    supersample_argument(audit)
     audit.set_defaults(handler=_audit)
 
     serve = commands.add_parser(
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-json", action="store_true", help="log JSON lines [MASKPROXY_LOG_JSON]")
     serve.set_defaults(handler=_serve)
 
-    from proxy.bench import add_arguments as bench_arguments
+    from proxy.bench.offline import add_arguments as bench_arguments
 
     bench = commands.add_parser("bench", help="measure the pipeline's speed and print figures",
                                 description="Run the masking pipeline over a clip and report per-stage "

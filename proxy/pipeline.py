@@ -15,10 +15,10 @@ import time
 import cv2
 import numpy as np
 
+from proxy.avatar.renderer import AvatarRenderer
+from proxy.avatar.retarget import Retargeter
 from proxy.params import MaskParams
-from proxy.renderer import AvatarRenderer
-from proxy.retarget import Retargeter
-from proxy.tracker import FaceTracker
+from proxy.tracking.tracker import FaceTracker
 
 #: Frames larger than this (pixels) are tracked on a downscaled copy: the models
 #: see 192x192 and 64x64 crops, so a bigger frame only costs time.
@@ -36,8 +36,8 @@ def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 class MaskPipeline:
     """Tracker, retargeter and renderer of one stream. Not thread-safe; ``close()`` when done.
 
-    ``eye_samples`` goes to :class:`~proxy.tracker.FaceTracker` and ``supersample`` to
-    :class:`~proxy.renderer.AvatarRenderer`; both default to the live settings (1), files raise them.
+    ``eye_samples`` goes to :class:`~proxy.tracking.tracker.FaceTracker` and ``supersample`` to
+    :class:`~proxy.avatar.renderer.AvatarRenderer`; both default to the live settings (1), files raise them.
     """
 
     def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1,

@@ -1,12 +1,20 @@
-"""Where the project's data files live (models, shaders, web pages)."""
+"""Where the project's data files live (models, shaders, web pages).
+
+In a checkout they are the folders beside ``proxy/``; an installed wheel carries
+them as package data in ``proxy/data/``. ``MASKPROXY_HOME`` names another folder
+holding ``models/``, ``shaders/`` and ``web/`` for unusual installs.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-#: Repository root; ``MASKPROXY_HOME`` overrides it for unusual installs.
-ROOT = Path(os.environ.get("MASKPROXY_HOME", Path(__file__).resolve().parent.parent))
+_PACKAGE = Path(__file__).resolve().parent
+_INSTALLED = _PACKAGE / "data"
+
+#: The folder holding models/, shaders/ and web/; in a checkout, the repository root.
+ROOT = Path(os.environ.get("MASKPROXY_HOME") or (_INSTALLED if (_INSTALLED / "models").is_dir() else _PACKAGE.parent))
 MODELS = ROOT / "models"
 SHADERS = ROOT / "shaders"
 WEB = ROOT / "web"

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from proxy.avatar.renderer import AvatarRenderer  # noqa: E402
 from proxy.params import MaskParams  # noqa: E402
-from proxy.renderer import AvatarRenderer  # noqa: E402
 
 
 def sequence(count: int = 60) -> list[MaskParams]:
@@ -51,8 +51,8 @@ def render_all(params: list[MaskParams]) -> tuple[list[np.ndarray], float, str]:
 def track_all(frames: list[np.ndarray], providers: list[str]) -> tuple[np.ndarray, float]:
     import onnxruntime as ort
 
-    from proxy import onnx as onnx_module
-    from proxy.tracker import FaceTracker
+    from proxy.tracking import onnx as onnx_module
+    from proxy.tracking.tracker import FaceTracker
 
     original = onnx_module.available_providers
     onnx_module.available_providers = lambda prefer_gpu=True: providers  # type: ignore[assignment]

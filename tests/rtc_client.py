@@ -17,7 +17,7 @@ import aiohttp
 import cv2
 import numpy as np
 
-from proxy.consult_client import THUMB, ConsultClient, FramesTrack, Receiver  # noqa: F401 - re-exported
+from proxy.consult.client import THUMB, ConsultClient, FramesTrack, Receiver  # noqa: F401 - re-exported
 from proxy.params import MaskParams
 
 
@@ -51,7 +51,7 @@ class LocalProxy:
     def __init__(self, config: Any, pipeline_factory: Callable[[], object] | None = None) -> None:
         from aiohttp.test_utils import TestServer
 
-        from proxy.server import REGISTRY, create_app
+        from proxy.consult.server import REGISTRY, create_app
 
         self.config = config
         self.app = create_app(config)
@@ -120,13 +120,13 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def fault_card() -> np.ndarray:
-    from proxy.worker import fault_placeholder
+    from proxy.consult.worker import fault_placeholder
 
     return fault_placeholder(320, 240)
 
 
 def neutral_avatar() -> np.ndarray:
-    from proxy.rooms import IdlePictures
+    from proxy.consult.rooms import IdlePictures
 
     return IdlePictures.neutral(320, 240)
 
@@ -148,7 +148,7 @@ class NeutralPipeline:
 
     @staticmethod
     def output(width: int, height: int) -> np.ndarray:
-        from proxy.rooms import IdlePictures
+        from proxy.consult.rooms import IdlePictures
 
         return IdlePictures.neutral(width, height)
 

@@ -53,7 +53,7 @@ export class RingBuffer {
 
 /**
  * Blink detection from the lid aperture with hysteresis, the same rule as the
- * proxy's proxy/blinks.py: the eye counts as closed below
+ * proxy's proxy/tracking/blinks.py: the eye counts as closed below
  * max(closeBelow, closeRatio x level) and as open again only above
  * max(openAbove, openRatio x level), where level is the 90th percentile of the
  * aperture over the last `windowS` seconds. A wide-open eye blinking at 30 fps

@@ -1,0 +1,266 @@
+"""``maskproxy audit``: evidence for a clinic's data-protection officer, on the clinic's own material.
+
+It reproduces the published digital mask's evaluation:
+
+1. AI re-identification (:mod:`proxy.audit.reid`): dlib face recognition
+   against our avatar and against blur, pixelation and eye-region crops,
+   with the original photos as the ceiling. Rank-1, TAR at FAR 0.01, ROC.
+2. Fidelity (:mod:`proxy.audit.fidelity`): eye, lid and head signals of
+   each clip, tracked before and after masking, compared frame by frame.
+3. A human test kit (:mod:`proxy.audit.report`): printable multiple-choice
+   sheets with a separate answer key.
+
+Output: ``OUT/report.json`` (every number), ``OUT/report.html`` (self-contained,
+no unmasked face unless ``--include-originals``) and ``OUT/human_test/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from proxy import __version__
+from proxy.files.media import InputError, VideoReader
+
+VIDEO_EXTENSIONS = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".y4m", ".m4v", ".ogv"}
+#: Mask Rank-1 may exceed chance by at most this much.
+RANK1_MARGIN = 0.05
+#: Masked photos shown in the report (avatar only), and photos in the --include-originals grid.
+MASKED_EXAMPLES = 8
+ORIGINAL_EXAMPLES = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``maskproxy audit``."""
+    parser.add_argument("--faces", type=Path, help="folder of <person>/ folders, several photos of each person "
+                        "(the first photo, sorted by name, is the reference)")
+    parser.add_argument("--videos", type=Path, help="folder of video clips (anything PyAV reads)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (report.json, report.html, human_test/)")
+    parser.add_argument("--include-originals", action="store_true",
+                        help="show unmasked faces in report.html (off: only plots and avatars)")
+    parser.add_argument("--max-photos", type=int, default=None, metavar="N", help="use at most N photos per person")
+    parser.add_argument("--max-seconds", type=float, default=None, metavar="S", help="use at most S s of each clip")
+    parser.add_argument("--sheets", type=int, default=20, metavar="N", help="human-test sheets (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN and infinities to null."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _progress(total: int | None, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="", file=sys.stderr, leave=True, dynamic_ncols=True)
+
+
+def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], Any]:
+    """Run every method over every photo; returns the report section and the gallery."""
+    from proxy.audit.reid import Attacker, Gallery, blazeface_box, evaluate, list_photos, process_photo
+
+    persons = list_photos(args.faces, args.max_photos)
+    attacker = Attacker()
+    fallback = blazeface_box(pipeline.tracker.detector)
+    photos = []
+    with _progress(sum(len(v) for v in persons.values()), "photos") as bar:
+        for person, paths in persons.items():
+            for path in paths:
+                photos.append(process_photo(person, path, attacker, pipeline, fallback))
+                bar.update()
+    gallery = Gallery.build(photos)
+    if len(gallery.persons) < 2 or not gallery.queries:
+        raise InputError(f"{args.faces}: re-identification needs at least 2 persons and one person with 2 usable "
+                         "photos")
+    labels = {p: f"P{i + 1:02d}" for i, p in enumerate(gallery.persons)}
+    queries_per_person: dict[str, int] = {}
+    for query in gallery.queries:
+        queries_per_person[query.person] = queries_per_person.get(query.person, 0) + 1
+    used = [p for p in photos if p.used]
+    section = {
+        "attacker": "dlib face_recognition_model_v1 (ResNet, 128-d) with the 68-point shape predictor; face "
+                    "location from the original photo (dlib HOG, upsample 1; BlazeFace as fallback)",
+        "methods_description": {
+            "none": "original photo",
+            "mask": "MaskPipeline avatar (tracker reset per photo; neutral avatar where no face is tracked)",
+            "control": "the avatar with every movement neutral, at the tracked face's place and size (the floor)",
+            "blur": "Gaussian blur of the face box enlarged 1.25x, sigma = box width / 12",
+            "pixelate": "face box enlarged 1.25x resampled to 8x8 cells",
+            "eyes": "eye band (dlib brow and eye landmarks, padded) visible, the rest grey",
+        },
+        "persons": len(gallery.persons),
+        "person_labels": labels,
+        "chance": gallery.chance,
+        "queries": len(gallery.queries),
+        "queries_per_person": queries_per_person,
+        "references": {p: str(r.path) for p, r in gallery.references.items()},
+        "photos": {
+            "total": len(photos),
+            "used": len(used),
+            "skipped": len(photos) - len(used),
+            "box_from_blazeface": sum(p.box_source == "blazeface" for p in used),
+            "not_tracked_by_mask": sum(not p.tracked for p in used),
+        },
+        "photo_details": [{"person": p.person, "photo": str(p.path), "size": list(p.size),
+                           "box": list(p.box) if p.box else None, "box_source": p.box_source,
+                           "skip_reason": p.skip_reason, "tracked_by_mask": p.tracked,
+                           "descriptor_missing": sorted(m for m, d in p.descriptors.items() if d is None)}
+                          for p in photos],
+        "methods": evaluate(gallery),
+    }
+    return section, gallery
+
+
+def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Trace every clip; returns the report section and the traces (for plots)."""
+    from proxy.audit.fidelity import clip_stats, trace_clip
+    from proxy.avatar.retarget import Retargeter
+    from proxy.tracking.tracker import FaceTracker
+
+    if not args.videos.is_dir():
+        raise InputError(f"{args.videos}: not a directory")
+    clips = sorted(p for p in args.videos.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not clips:
+        raise InputError(f"{args.videos}: no video clips")
+    total = 0
+    for clip in clips:
+        with VideoReader(clip) as reader:
+            count = reader.frame_count or 0
+            if args.max_seconds is not None:
+                count = min(count, int(args.max_seconds * reader.fps))
+            total += count
+    tracker, retarget = FaceTracker(eye_samples=pipeline.tracker.eye_samples), Retargeter()
+    traces = []
+    with _progress(total or None, "video frames") as bar:
+        for clip in clips:
+            traces.append(trace_clip(clip, pipeline, tracker, retarget, args.max_seconds, bar.update))
+    return {"clips": [clip_stats(t) for t in traces]}, traces
+
+
+def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The project's targets, checked."""
+    checks: list[dict[str, Any]] = []
+    reid = report.get("reidentification")
+    if reid:
+        limit = reid["chance"] + RANK1_MARGIN
+        for kind, words in (("original_refs", "original"), ("method_refs", "masked")):
+            value = reid["methods"]["mask"][kind]["rank1"]
+            checks.append({"check": f"mask Rank-1 vs {words} references <= chance + {RANK1_MARGIN} ({limit:.3f})",
+                           "value": f"{value:.3f}", "pass": value <= limit})
+    groups = (("gaze yaw r >= 0.9", ("right_gaze_yaw", "left_gaze_yaw")),
+              ("gaze pitch r >= 0.8", ("right_gaze_pitch", "left_gaze_pitch")),
+              ("aperture r >= 0.9", ("right_aperture", "left_aperture")),
+              ("head yaw, pitch, roll r >= 0.9", ("head_yaw", "head_pitch", "head_roll")))
+    for clip in report.get("fidelity", {}).get("clips", []):
+        name = clip["clip"]
+        for words, names in groups:
+            values = [clip["signals"][n]["pearson_r"] for n in names]
+            checks.append({"check": f"{name}: {words}",
+                           "value": " / ".join("–" if v is None else f"{v:.3f}" for v in values),
+                           "pass": all(clip["signals"][n]["pass"] for n in names)})
+        found = clip["face_found"]
+        value = found["masked_where_original"]
+        checks.append({"check": f"{name}: masked face found where the original was (>= {found['target']})",
+                       "value": "–" if value is None else f"{value:.3f}", "pass": found["pass"]})
+        blinks = clip["blinks"]
+        checks.append({"check": f"{name}: blinks per eye equal within 1 (right, left: original/masked)",
+                       "value": ", ".join(f"{b['original']}/{b['masked']}" for b in blinks.values()),
+                       "pass": all(b["pass"] for b in blinks.values())})
+    return checks
+
+
+def _images(report: dict[str, Any], gallery: Any, traces: list[Any], include_originals: bool) -> dict[str, str]:
+    """Every inline image of report.html, keyed by where it goes."""
+    from proxy.audit.reid import METHODS
+    from proxy.audit.report import img, png_uri, rank1_chart, roc_chart, strip, trace_chart
+
+    images: dict[str, str] = {}
+    if gallery is not None:
+        reid = report["reidentification"]
+        images["rank1"] = img(rank1_chart(reid["methods"], reid["chance"]), "plot", "Rank-1 per method")
+        images["roc"] = img(roc_chart(reid["methods"]), "plot", "ROC curves")
+        examples = sorted(gallery.queries, key=lambda q: (not q.tracked, q.person, q.path.name))
+        picked = []
+        for query in examples:  # one per person first, then fill up
+            if query.person not in {p.person for p in picked}:
+                picked.append(query)
+        picked += [q for q in examples if q not in picked]
+        picked = picked[:MASKED_EXAMPLES]
+        images["masked_photos"] = img(png_uri(strip([q.thumbs["mask"] for q in picked])), "avatar",
+                                      "masked photos") if picked else ""
+        if include_originals and picked:
+            rows = [strip([q.thumbs[m] for m in METHODS]) for q in picked[:ORIGINAL_EXAMPLES]]
+            grid = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in rows])
+            images["originals"] = img(png_uri(grid), "original", "methods compared on original photos")
+    for trace in traces:
+        images[f"trace:{trace.name}"] = img(trace_chart(trace), "plot", f"{trace.name} signals")
+        if trace.samples:
+            images[f"frames:{trace.name}"] = img(png_uri(strip([s for _, s in trace.samples])), "avatar",
+                                                 f"{trace.name} masked frames")
+    return images
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    """Run the whole audit and write OUT/report.json, OUT/report.html and OUT/human_test/."""
+    from proxy.audit.report import write_html, write_human_test
+    from proxy.pipeline import MaskPipeline
+
+    if args.faces is None and args.videos is None:
+        raise InputError("give --faces, --videos or both")
+    started = time.perf_counter()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inputs": {"faces": str(args.faces) if args.faces else None,
+                   "videos": str(args.videos) if args.videos else None,
+                   "max_photos": args.max_photos, "max_seconds": args.max_seconds,
+                   "include_originals": bool(args.include_originals), "eye_samples": args.eye_samples,
+                   "supersample": args.supersample},
+        "timing_s": {},
+    }
+    gallery, traces = None, []
+    with MaskPipeline(eye_samples=args.eye_samples, supersample=args.supersample) as pipeline:
+        if args.faces is not None:
+            start = time.perf_counter()
+            report["reidentification"], gallery = _reidentify(args, pipeline)
+            report["timing_s"]["reidentification"] = round(time.perf_counter() - start, 2)
+        if args.videos is not None:
+            start = time.perf_counter()
+            report["fidelity"], traces = _fidelity(args, pipeline)
+            report["timing_s"]["fidelity"] = round(time.perf_counter() - start, 2)
+    start = time.perf_counter()
+    if gallery is not None and args.sheets > 0:
+        report["human_test"] = write_human_test(out, gallery, args.sheets, args.seed)
+    report["targets"] = _targets(report)
+    images = _images(report, gallery, traces, args.include_originals)
+    report["report_images"] = {"plot": sum('data-kind="plot"' in v for v in images.values()),
+                               "avatar": sum('data-kind="avatar"' in v for v in images.values()),
+                               "original": sum('data-kind="original"' in v for v in images.values())}
+    report["timing_s"]["report"] = round(time.perf_counter() - start, 2)
+    report["timing_s"]["total"] = round(time.perf_counter() - started, 2)
+    report = _clean(report)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_html(out / "report.html", report, gallery, images, args.include_originals)
+    failed = [c["check"] for c in report["targets"] if not c["pass"]]
+    print(f"maskproxy audit: {out / 'report.html'} ({report['timing_s']['total']:.0f} s; "
+          f"{len(report['targets']) - len(failed)}/{len(report['targets'])} targets met)", file=sys.stderr)
+    return 0

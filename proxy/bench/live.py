@@ -1,0 +1,196 @@
+"""``maskproxy bench --live``: consults through a real ``maskproxy serve``, with aiortc clients on loopback.
+
+Starts the proxy as its own process (optionally pinned to some CPUs), opens
+``--consults`` consults, each with a patient client sending the clip at 30 fps
+and a doctor client receiving, and reports per consult the frame rate the
+doctor receives, the proxy's added latency per minute (p50/p95, from the room
+state: camera frame received -> masked frame handed to the encoder), dropped
+frames, and the proxy's peak memory. Bounded in time; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _cpus(text: str | None) -> set[int] | None:
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _memory_mb(pid: int) -> tuple[float, float]:
+    """Current and peak resident memory of a process (MB)."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def clip_frames(clip: Path, size: tuple[int, int], count: int = 300) -> list[np.ndarray]:
+    """The first ``count`` frames of the clip (looped if shorter) as RGB, at ``size``."""
+    from proxy.bench.clips import load_frames
+
+    return [frame.to_ndarray(format="rgb24") for frame in load_frames(clip, size, count)]
+
+
+async def _run_consult(base: str, room: dict[str, str], frames: list[np.ndarray], seconds: float) -> None:
+    """One consult's two participants (run in a process of their own: see ``_client_main``).
+
+    Prints one JSON line every 10 s with the frame rate the doctor receives.
+    """
+    from proxy.consult.client import ConsultClient
+
+    async with aiohttp.ClientSession() as session:
+        doctor = ConsultClient(base, room["room"], room["doctor_token"], "doctor")
+        patient = ConsultClient(base, room["room"], room["patient_token"], "patient", frames=frames)
+        await doctor.connect(session)
+        await patient.connect(session)
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            await asyncio.sleep(10.0)
+            masked = doctor.receivers.get("masked")
+            print(json.dumps({"doctor_fps": round(masked.fps(10.0) if masked else 0.0, 1)}), flush=True)
+        await patient.close()
+        await doctor.close()
+
+
+def _client_main() -> None:
+    """``python -m proxy.bench.live BASE ROOM_JSON CLIP WxH SECONDS``: one consult's clients."""
+    base, room, clip, size, seconds = sys.argv[1:6]
+    width, height = (int(v) for v in size.split("x"))
+    frames = clip_frames(Path(clip), (width, height))
+    asyncio.run(_run_consult(base, json.loads(room), frames, float(seconds)))
+
+
+async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], consults: int, seconds: float,
+                    pid: int, client_cpus: set[int] | None) -> dict[str, Any]:
+    """Open the consults, each with its clients in a process of their own (as browsers would be:
+    clients sharing one Python process would measure their own GIL, not the proxy)."""
+    samples: list[dict[str, Any]] = []
+    rooms: list[dict[str, str]] = []
+    processes: list[asyncio.subprocess.Process] = []
+
+    def pin() -> None:
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(consults):
+            async with session.post(f"{base}/api/rooms", headers={"Authorization": f"Bearer {key}"}) as response:
+                room = await response.json()
+            rooms.append(room)
+            processes.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "proxy.bench.live", base, json.dumps(room), str(clip), f"{size[0]}x{size[1]}",
+                str(seconds), stdout=asyncio.subprocess.PIPE, preexec_fn=pin))
+        start = time.monotonic()
+        for _ in range(int(seconds // 10)):
+            lines = [await process.stdout.readline() for process in processes]  # type: ignore[union-attr]
+            elapsed = time.monotonic() - start
+            rss, peak = _memory_mb(pid)
+            for index, (room, line) in enumerate(zip(rooms, lines, strict=True)):
+                doctor_fps = json.loads(line)["doctor_fps"] if line.strip() else 0.0
+                async with session.get(f"{base}/api/rooms/{room['room']}", params={"token": room["doctor_token"]}) as r:
+                    state = await r.json()
+                samples.append({"t": round(elapsed, 1), "consult": index, "doctor_fps": doctor_fps,
+                                "mask_fps": state["mask"]["fps"], "dropped": state["mask"]["dropped"],
+                                "latency_ms": state["mask"]["latency_ms"], "rss_mb": round(rss, 1),
+                                "peak_rss_mb": round(peak, 1)})
+            print(f"  {elapsed:5.0f} s  " + "  ".join(
+                f"consult {s['consult']}: doctor {s['doctor_fps']:.1f} fps (mask {s['mask_fps']:.1f}), latency p50 "
+                f"{s['latency_ms']['p50']:.0f} p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}"
+                for s in samples[-consults:]) + f"  RSS {rss:.0f} MB", flush=True)
+        for process in processes:
+            await process.wait()
+    return {"samples": samples}
+
+
+def summarise(samples: list[dict[str, Any]], consults: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"consults": []}
+    for index in range(consults):
+        mine = [s for s in samples if s["consult"] == index and s["t"] >= 15]
+        if not mine:
+            continue
+        minute_marks = [s for s in mine if abs(s["t"] % 60) < 5 or s is mine[-1]]
+        result["consults"].append({
+            "doctor_fps_min": min(s["doctor_fps"] for s in mine),
+            "doctor_fps_mean": round(float(np.mean([s["doctor_fps"] for s in mine])), 1),
+            "latency_first_minute": (minute_marks[0] if minute_marks else mine[0])["latency_ms"],
+            "latency_last_minute": mine[-1]["latency_ms"],
+            "dropped": mine[-1]["dropped"],
+        })
+    result["peak_rss_mb"] = max(s["peak_rss_mb"] for s in samples) if samples else 0.0
+    result["peak_rss_mb_per_consult"] = round(result["peak_rss_mb"] / max(consults, 1), 1)
+    return result
+
+
+def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dict[str, Any]:
+    key = secrets.token_urlsafe(16)
+    port = free_port()
+    env = {**os.environ, "MASKPROXY_API_KEY": key, "MASKPROXY_MAX_CONSULTS": str(max(args.consults, 1)),
+           "MASKPROXY_LOG_LEVEL": "WARNING", "MASKPROXY_THREADS": str(args.threads)}
+    server_cpus, client_cpus = _cpus(args.server_cpus), _cpus(args.client_cpus)
+
+    def pin() -> None:  # runs in the child before exec: every thread it starts inherits this
+        if server_cpus:
+            os.sched_setaffinity(0, server_cpus)
+
+    server = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("maskproxy bench: the proxy did not start: "
+                                     + (server.stderr.read().decode()[-500:] if server.stderr else "")) from None
+                time.sleep(0.3)
+        print(f"live: {args.consults} consult(s) at {size[0]}x{size[1]} for {args.seconds:.0f} s "
+              f"(proxy on CPUs {sorted(server_cpus) if server_cpus else 'any'})", flush=True)
+        raw = asyncio.run(_consults(base, key, clip, size, args.consults, args.seconds, server.pid, client_cpus))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    report = summarise(raw["samples"], args.consults)
+    report["samples"] = raw["samples"]
+    report["size"] = f"{size[0]}x{size[1]}"
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
+    return report
+
+
+if __name__ == "__main__":
+    _client_main()

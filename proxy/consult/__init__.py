@@ -1,0 +1,13 @@
+"""Live consults: the HTTP API, the rooms, and the WebRTC media between patient, proxy and doctor.
+
+It owns ``maskproxy serve`` (:mod:`.server`), rooms with their roles, tokens and
+peer connections (:mod:`.rooms`), the masking worker of one consult
+(:mod:`.worker`), the tracks the proxy sends (:mod:`.tracks`), settings
+(:mod:`.config`), ICE/TURN (:mod:`.ice`), metrics, logs and figures
+(:mod:`.metrics`, :mod:`.logs`, :mod:`.stats`), a scripted aiortc participant
+(:mod:`.client`), and a patch to one of aiortc's helpers (:mod:`.aiortc_speedups`).
+
+Offers: ``create_app`` and ``run_server`` (server), ``Config`` (config),
+``ConsultClient`` (client). Depends on :mod:`proxy.pipeline` and below; the live
+path's rule (only the newest camera frame waits) lives in :mod:`.worker`.
+"""

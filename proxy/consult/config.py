@@ -1,0 +1,150 @@
+"""Server configuration: defaults, then an optional TOML file, then MASKPROXY_* variables, then flags.
+
+Every field below can be set in all three places; ``maskproxy serve --help``
+and the README list them. Durations are seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MIN_FRAME_PIXELS = 320 * 240
+
+
+@dataclass
+class Config:
+    """Everything ``maskproxy serve`` can be told."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Bearer key for creating and ending consults. Generated and printed when unset.
+    api_key: str | None = None
+    #: Base URL for the links handed out (e.g. https://consult.clinic.example); default: the request's own.
+    public_url: str | None = None
+    #: TLS: certificate and key files (PEM), or a generated self-signed certificate for a LAN or a trial.
+    cert: str | None = None
+    key: str | None = None
+    self_signed: bool = False
+    #: STUN/TURN server URLs (stun:host:port, turn:host:port?transport=udp, turns:...).
+    ice_servers: list[str] = field(default_factory=list)
+    #: Shared secret of a TURN server's REST API (coturn use-auth-secret): short-lived credentials.
+    turn_secret: str | None = None
+    #: Lifetime of generated TURN credentials.
+    turn_ttl: float = 3600.0
+    #: Static TURN credentials, when the TURN server has no REST secret.
+    turn_username: str | None = None
+    turn_password: str | None = None
+    max_consults: int = 8
+    room_idle_timeout: float = 30 * 60.0
+    room_max_lifetime: float = 4 * 3600.0
+    #: A peer whose connection stays disconnected this long is released.
+    peer_timeout: float = 20.0
+    #: Largest request body accepted (bytes).
+    max_body: int = 64 * 1024
+    #: API requests per client address: sustained rate per second and burst.
+    rate_limit: float = 10.0
+    rate_burst: int = 40
+    #: Camera frames larger than this many pixels are downscaled on arrival.
+    max_frame_pixels: int = 1280 * 720
+    #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all.
+    self_view_fps: float = 15.0
+    #: ONNX Runtime threads per consult.
+    threads: int = 1
+    #: Eye crops averaged per eye (proxy.tracking.tracker): 4 cut gaze jitter by a quarter, for about 5 ms per frame.
+    eye_samples: int = 1
+    #: Avatar supersampling (proxy.avatar.renderer): 2 or 4 antialias every edge; about k*k times the render cost.
+    supersample: int = 1
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    def update(self, values: dict[str, Any], source: str) -> None:
+        """Set fields from ``values`` (unknown names are an error), converting strings as needed."""
+        types = {f.name: f.type for f in fields(self)}
+        for name, value in values.items():
+            key = name.replace("-", "_")
+            if key not in types:
+                raise ValueError(f"{source}: unknown setting {name!r}")
+            if value is None:
+                continue
+            setattr(self, key, _convert(key, str(types[key]), value, source))
+
+    @classmethod
+    def load(cls, path: Path | None = None, environ: dict[str, str] | None = None,
+             flags: dict[str, Any] | None = None) -> Config:
+        """Defaults < TOML file < MASKPROXY_* environment < command-line flags."""
+        config = cls()
+        if path is not None:
+            try:
+                data = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            config.update(data.get("maskproxy", data), str(path))
+        environ = os.environ if environ is None else environ
+        env = {name: environ[f"MASKPROXY_{name.upper()}"] for name in cls.names()
+               if f"MASKPROXY_{name.upper()}" in environ and environ[f"MASKPROXY_{name.upper()}"] != ""}
+        config.update(env, "environment")
+        config.update({k: v for k, v in (flags or {}).items() if v is not None}, "command line")
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be 1-65535")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("--cert and --key go together")
+        if self.cert and self.self_signed:
+            raise ValueError("use either --cert/--key or --self-signed")
+        for url in self.ice_servers:
+            if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns"):
+                raise ValueError(f"ICE server {url!r} must start with stun:, stuns:, turn: or turns:")
+        for name in ("max_consults", "max_body", "rate_burst", "threads", "eye_samples", "supersample"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_frame_pixels < MIN_FRAME_PIXELS:
+            raise ValueError(f"max_frame_pixels must be at least {MIN_FRAME_PIXELS} (320x240)")
+        for name in ("turn_ttl", "room_idle_timeout", "room_max_lifetime", "peer_timeout", "rate_limit"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):  # also rejects NaN
+                raise ValueError(f"{name} must be a positive number of {'per second' if name == 'rate_limit' else 's'}")
+        if not 0 <= self.self_view_fps <= 120:  # also rejects NaN
+            raise ValueError("self_view_fps must be between 0 (every frame) and 120")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        if (self.turn_username is None) != (self.turn_password is None):
+            raise ValueError("turn_username and turn_password go together")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise ValueError("api_key must be at least 16 characters")
+
+
+def _convert(name: str, kind: str, value: Any, source: str) -> Any:
+    try:
+        if "list" in kind:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return [str(v) for v in value]
+        if "bool" in kind:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {name} has an invalid value {value!r}") from None

@@ -1,0 +1,553 @@
+"""Consult rooms: who may join, the peer connections, and the media wiring between them.
+
+A room has two roles, each holding at most one peer connection (a second
+connection for a role replaces the first: a reloaded tab rejoins):
+
+* patient: sends camera and microphone; receives the masked stream (its own
+  self-view, exactly what the doctor sees), the doctor's audio and video.
+* doctor: sends camera and microphone; receives the masked stream and the
+  patient's audio.
+
+The patient's camera frames go only to the room's :class:`MaskWorker`; what
+leaves is the :class:`MaskedVideoTrack`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaRelay
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from proxy.consult.config import Config
+from proxy.consult.ice import rtc_ice_servers
+from proxy.consult.metrics import Metrics
+from proxy.consult.stats import RollingStats
+from proxy.consult.tracks import MaskedVideoTrack, RateLimitedTrack, SwitchableTrack
+from proxy.consult.worker import MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
+from proxy.params import MaskParams
+
+log = logging.getLogger(__name__)
+
+PATIENT, DOCTOR = "patient", "doctor"
+#: How long a replaced connection gets to receive its notice before it is closed.
+REPLACED_NOTICE_S = 0.3
+#: A worker busy on one frame for longer than this is stalled: the doctor gets the fault card.
+STALL_SECONDS = 1.0
+#: A connected peer from which nothing (media, RTCP, DTLS) arrived for this long shows as disconnected;
+#: it is released after ``Config.peer_timeout``.
+SILENT_SECONDS = 3.0
+#: After a masking worker dies, wait this long before starting another (a crash loop must not spin).
+RESTART_BACKOFF = 1.0
+#: Most media sections an offer may have: the pages send at most three (video, audio, video) and a data channel.
+MAX_MEDIA_SECTIONS = 8
+
+
+class OfferError(ValueError):
+    """The offer cannot be used (bad SDP, missing media)."""
+
+
+class RoomClosed(OfferError):
+    """The room was closed while the offer was being answered."""
+
+
+class IdlePictures:
+    """Pictures sent when no masked frame is due: the neutral avatar, or the fault card.
+
+    The neutral avatar is rendered once per process from ``MaskParams.neutral()``
+    (no patient data) and scaled to each size.
+    """
+
+    _neutral: np.ndarray | None = None
+    status = "not checked"
+
+    @classmethod
+    def neutral(cls, width: int, height: int) -> np.ndarray:
+        if cls._neutral is None:
+            try:
+                from proxy.avatar.renderer import AvatarRenderer
+
+                with AvatarRenderer(640, 480) as renderer:
+                    cls._neutral = renderer.render(MaskParams.neutral())
+                    with renderer.ctx:  # current, so the driver's name can be read
+                        cls.status = renderer.ctx.info.get("GL_RENDERER") or "ok"
+            except Exception as exc:  # noqa: BLE001 - no GL: fall back to the card
+                log.error("cannot render the neutral avatar (%s); using the placeholder card", exc)
+                cls._neutral = fault_placeholder(640, 480)
+                cls.status = f"unavailable: {exc}"
+        image = cls._neutral
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        return image
+
+
+@lru_cache(maxsize=16)
+def still_picture(kind: str, width: int, height: int) -> np.ndarray:
+    """A picture drawn from no patient data, made once per kind and size (read-only).
+
+    ``neutral``: the neutral avatar; ``fault``: the "video paused" card; ``waiting``: the plain
+    picture a patient sees until the doctor's camera arrives. They are sent many times a second
+    while no live frame is due, so they are not redrawn or rescaled each time.
+    """
+    if kind == "neutral":
+        image = IdlePictures.neutral(width, height)
+    elif kind == "fault":
+        image = fault_placeholder(width, height)
+    elif kind == "waiting":
+        image = np.full((height, width, 3), (40, 44, 52), np.uint8)
+    else:
+        raise ValueError(f"no still picture {kind!r}")
+    image.setflags(write=False)
+    return image
+
+
+@dataclass
+class Peer:
+    role: str
+    pc: RTCPeerConnection
+    channel: Any = None  #: the "mask" RTCDataChannel, once the browser opens it
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  #: incoming, by kind
+    joined_at: float = field(default_factory=time.monotonic)  #: when the offer was answered
+    disconnected_since: float | None = None  #: when it went silent (or failed to connect), None while alive
+    received: int = -1  #: packets received on its transport at the last liveness check
+    heard_at: float = field(default_factory=time.monotonic)  #: when ``received`` last grew
+
+    @property
+    def state(self) -> str:
+        """``connecting``, ``connected``, ``disconnected`` (silent, may heal) or ``closed``."""
+        state = self.pc.connectionState
+        if state in ("new", "connecting"):
+            return "connecting"
+        if state == "connected":
+            return "disconnected" if self.disconnected_since is not None else "connected"
+        return "closed"
+
+
+class Room:
+    """One consult. Created by the API, closed by the API, by expiry or at shutdown."""
+
+    def __init__(self, room_id: str, config: Config, metrics: Metrics | None = None,
+                 pipeline_factory: Callable[[], object] | None = None) -> None:
+        self.id = room_id
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.patient_token = secrets.token_urlsafe(24)
+        self.doctor_token = secrets.token_urlsafe(24)
+        self.created = time.monotonic()
+        self.last_active = self.created
+        self.peers: dict[str, Peer] = {}
+        self.stats = RollingStats()
+        self.relay = MediaRelay()
+        self.face = False
+        self.size = (640, 480)
+        self.closed = False
+        self._worker: MaskWorker | None = None
+        self._worker_died: float | None = None
+        self.late = 0  #: masked frames discarded because they finished more than STALL_SECONDS after arrival
+        #: Builds each worker's masking pipeline (None: the real one); tests inject faulty pipelines here.
+        self.pipeline_factory = pipeline_factory
+        self._loop = asyncio.get_running_loop()
+        self.masked = MaskedVideoTrack(self._idle_frame, on_sent=self._sent)
+        self._stats_task = asyncio.create_task(self._send_stats())
+
+    # -- roles and tokens ------------------------------------------------
+    def role_for(self, token: str) -> str | None:
+        if hmac.compare_digest(token.encode(), self.patient_token.encode()):
+            return PATIENT
+        if hmac.compare_digest(token.encode(), self.doctor_token.encode()):
+            return DOCTOR
+        return None
+
+    # -- state -----------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        worker = self._worker
+        return {
+            "room": self.id,
+            "patient": self._peer_state(PATIENT),
+            "doctor": self._peer_state(DOCTOR),
+            "mask": {
+                "fps": round(self.stats.fps(), 1),
+                "frames": self.stats.frames,
+                "dropped": (worker.dropped if worker else 0) + self.late,
+                "errors": worker.errors if worker else 0,
+                "worker": "running" if worker is not None and worker.alive else "stopped",
+                "face": self.face,
+                "latency_ms": self.stats.latency(),
+                "size": f"{self.size[0]}x{self.size[1]}",
+            },
+        }
+
+    def _peer_state(self, role: str) -> dict[str, Any]:
+        """``connected`` is true while the peer is joining or connected (not once it went silent)."""
+        peer = self.peers.get(role)
+        state = peer.state if peer is not None else "none"
+        return {"connected": state in ("connecting", "connected"), "state": state}
+
+    # -- negotiation -----------------------------------------------------
+    async def answer(self, role: str, sdp: str) -> RTCSessionDescription:
+        """Accept ``role``'s offer, replacing its previous connection, and return the answer."""
+        if self.closed:
+            raise RoomClosed("the room is closed")
+        self.last_active = time.monotonic()
+        old = self.peers.pop(role, None)
+        if old is not None:
+            log.info("room %s: %s reconnected, closing the previous connection", self.id, role)
+            # Tell the old tab why it is being closed, so it does not reconnect and take the
+            # consult back (two open tabs would otherwise push each other out in turn).
+            if old.channel is not None and old.channel.readyState == "open":
+                self._send_text(old, json.dumps({"replaced": True}))
+                await asyncio.sleep(REPLACED_NOTICE_S)
+            await self._close_peer(old)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(self.config)))
+        peer = Peer(role, pc)
+        self.peers[role] = peer
+        try:
+            await self._negotiate(peer, sdp)
+            if self.closed:  # closed (DELETE, expiry, shutdown) while we negotiated
+                raise RoomClosed("the room is closed")
+        except BaseException:
+            if self.peers.get(role) is peer:
+                self.peers.pop(role)
+            await self._close_peer(peer, quiet=True)
+            raise
+        log.info("room %s: %s joined", self.id, role)
+        return pc.localDescription
+
+    async def _negotiate(self, peer: Peer, sdp: str) -> None:
+        pc = peer.pc
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._incoming(peer, track)
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: Any) -> None:
+            if channel.label == "mask":
+                peer.channel = channel
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            if state == "connected":
+                peer.disconnected_since, peer.heard_at = None, time.monotonic()
+            elif state in ("failed", "closed") and self.peers.get(peer.role) is peer:
+                log.info("room %s: %s connection %s", self.id, peer.role, state)
+                self.peers.pop(peer.role, None)
+                await self._close_peer(peer)
+
+        sections = sdp.count("\nm=") + sdp.startswith("m=")
+        if sections > MAX_MEDIA_SECTIONS:
+            raise OfferError(f"the offer has {sections} media sections; at most {MAX_MEDIA_SECTIONS} are accepted")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError and others on bad SDP or unsupported codecs
+            raise OfferError(f"invalid SDP offer: {exc}") from None
+        transceivers = pc.getTransceivers()
+        videos = [t for t in transceivers if t.kind == "video"]
+        audios = [t for t in transceivers if t.kind == "audio"]
+        if not videos:
+            raise OfferError("the offer has no video section")
+
+        # (handlers first: aiortc emits "track" while applying the offer)
+        # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio].
+        masked = self.relay.subscribe(self.masked, buffered=False)
+        if peer.role == PATIENT and self.config.self_view_fps > 0:
+            masked = RateLimitedTrack(masked, self.config.self_view_fps)
+        self._send(videos[0], masked)
+        if peer.role == PATIENT:
+            if audios:
+                self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(DOCTOR, "audio")))
+            if len(videos) > 1:
+                self._send(videos[1], SwitchableTrack("video", lambda: self._incoming_track(DOCTOR, "video"),
+                                                      self._waiting_frame))
+        elif audios:
+            self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(PATIENT, "audio")))
+        codecs = RTCRtpSender.getCapabilities("video").codecs
+        preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs if c.mimeType == "video/rtx"]
+        for transceiver in videos:
+            transceiver.setCodecPreferences(preferred)
+        try:
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no common codec)
+            log.warning("room %s: cannot answer the %s's offer (%s)", self.id, peer.role, exc.__class__.__name__)
+            raise OfferError(f"cannot answer the offer: {exc}") from None
+
+    @staticmethod
+    def _send(transceiver: Any, track: MediaStreamTrack) -> None:
+        transceiver.sender.replaceTrack(track)
+        transceiver.direction = "sendrecv"
+
+    def _incoming_track(self, role: str, kind: str) -> MediaStreamTrack | None:
+        peer = self.peers.get(role)
+        return peer.tracks.get(kind) if peer else None
+
+    def _incoming(self, peer: Peer, track: MediaStreamTrack) -> None:
+        """A browser's track arrived. The patient's video goes to the worker and nowhere else."""
+        if peer.role == PATIENT and track.kind == "video":
+            if "video" in peer.tracks:
+                return  # only the first camera track is masked; any other is ignored, never forwarded
+            peer.tracks["video"] = track
+            peer.tasks.append(asyncio.create_task(self._consume_camera(peer, track)))
+            return
+        if track.kind in peer.tracks:
+            return
+        peer.tracks[track.kind] = track
+
+    async def _consume_camera(self, peer: Peer, track: MediaStreamTrack) -> None:
+        worker = self._ensure_worker()
+        first = True
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if first:
+                log.info("room %s: camera %dx%d", self.id, frame.width, frame.height)
+                first = False
+            self.last_active = time.monotonic()
+            if self._worker is not worker or not worker.alive:
+                worker = self._ensure_worker()
+            if worker.alive:
+                worker.submit(frame, time.monotonic())
+            # else: the worker died and is not restarted yet: the frame is dropped, the doctor sees the card
+
+    # -- masking ---------------------------------------------------------
+    def _ensure_worker(self) -> MaskWorker:
+        """The running worker; a dead one is replaced, at most once per ``RESTART_BACKOFF`` seconds."""
+        worker = self._worker
+        if worker is not None and worker.alive:
+            return worker
+        now = time.monotonic()
+        if worker is not None:
+            if self._worker_died is None:
+                self._worker_died = now
+                self.metrics.errors.inc()
+                log.error("room %s: masking worker died; restarting it", self.id)
+            if now - self._worker_died < RESTART_BACKOFF or self.closed:
+                return worker  # dead: frames are dropped until the restart, the doctor sees the card
+        self._worker_died = None
+        self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
+                                  pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels,
+                                  eye_samples=self.config.eye_samples, supersample=self.config.supersample)
+        self._worker.start()
+        return self._worker
+
+    def _on_result(self, result: MaskResult) -> None:
+        if self.closed:
+            return
+        self.size = (result.frame.width, result.frame.height)
+        if time.monotonic() - result.received > STALL_SECONDS:
+            # finished too late to be live: showing it would pass stale movement off as current
+            self.late += 1
+            self.metrics.dropped.inc()
+            return
+        self.face = result.params.face
+        if result.fault:
+            self.metrics.errors.inc()
+        for stage, ms in (result.timings or {}).items():
+            if "." not in stage:
+                self.metrics.stage.labels(stage).observe(ms / 1000)
+        self.masked.push(result.frame, result.received)
+        message = json.dumps(result.params.to_json())
+        for peer in self.peers.values():
+            self._send_text(peer, message)
+
+    def _sent(self, received: object) -> None:
+        latency = (time.monotonic() - received) * 1000 if isinstance(received, float) else None
+        self.stats.record(latency)
+        if latency is not None:
+            self.metrics.frames.inc()
+            self.metrics.latency.observe(latency / 1000)
+
+    def _idle_frame(self) -> av.VideoFrame:
+        """What the masked track shows when no masked frame is due."""
+        width, height = self.size
+        worker = self._worker
+        stalled = worker is not None and (not worker.alive or (
+            worker.busy_since is not None and time.monotonic() - worker.busy_since > STALL_SECONDS))
+        camera_on = self._incoming_track(PATIENT, "video") is not None
+        failing = camera_on and worker is not None and worker.errors and not self.face
+        if stalled:
+            self.face = False
+        return rgb_to_frame(still_picture("fault" if stalled or failing else "neutral", width, height))
+
+    @staticmethod
+    def _waiting_frame() -> av.VideoFrame:
+        """Shown to the patient in place of the doctor's camera until it arrives."""
+        return rgb_to_frame(still_picture("waiting", 640, 360))
+
+    @staticmethod
+    def _send_text(peer: Peer, message: str) -> None:
+        channel = peer.channel
+        if channel is not None and channel.readyState == "open":
+            try:
+                channel.send(message)
+            except Exception:  # noqa: BLE001 - a channel closing under us is not an error
+                pass
+
+    async def _send_stats(self) -> None:
+        """Once a second: stats to the pages, liveness of the peers, a log line every 30 s."""
+        last_log = time.monotonic()
+        reported: tuple[object, int] = (None, 0)
+        while not self.closed:
+            await asyncio.sleep(1.0)
+            try:
+                reported = await self._tick(reported)
+                if time.monotonic() - last_log >= 30 and PATIENT in self.peers:
+                    last_log = time.monotonic()
+                    state = self.state()["mask"]
+                    log.info("room %s: %.1f fps, %d dropped, latency p50 %.0f ms p95 %.0f ms, face %s", self.id,
+                             state["fps"], state["dropped"], state["latency_ms"]["p50"],
+                             state["latency_ms"]["p95"], state["face"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - this loop also releases dead peers: it must not die
+                log.exception("room %s: housekeeping failed", self.id)
+
+    async def _tick(self, reported: tuple[object, int]) -> tuple[object, int]:
+        worker = self._worker
+        if worker is not None:
+            seen = reported[1] if reported[0] is worker else 0
+            if worker.dropped > seen:
+                self.metrics.dropped.inc(worker.dropped - seen)
+            reported = (worker, worker.dropped)
+        state = self.state()["mask"]
+        message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "latency_ms", "face")}})
+        for peer in list(self.peers.values()):
+            self._send_text(peer, message)
+            if await self._unreachable(peer) and self.peers.get(peer.role) is peer:
+                self.peers.pop(peer.role)
+                await self._close_peer(peer)
+        if self.peers:
+            self.last_active = time.monotonic()
+        return reported
+
+    async def _unreachable(self, peer: Peer) -> bool:
+        """Whether ``peer`` should be released: it never connected, or nothing came from it, for peer_timeout.
+
+        aiortc has no "disconnected" state and its consent checks give up only after about 30 s, so
+        liveness is judged here from the packets its transport receives: a live browser sends media and
+        RTCP reports on the masked stream every second or so, whether or not it sends a camera.
+        """
+        now, timeout = time.monotonic(), self.config.peer_timeout
+        state = peer.pc.connectionState
+        if state in ("new", "connecting"):
+            if now - peer.joined_at > timeout:
+                log.info("room %s: %s did not connect within %.0f s, releasing", self.id, peer.role, timeout)
+                return True
+            return False
+        if state != "connected":
+            return False  # failed/closed: the state handler releases it
+        try:
+            report = await peer.pc.getStats()
+            received = sum(getattr(s, "packetsReceived", 0) or 0 for s in report.values() if s.type == "transport")
+        except Exception:  # noqa: BLE001 - stats of a connection closing under us
+            return False
+        if received != peer.received:
+            peer.received, peer.heard_at, peer.disconnected_since = received, now, None
+            return False
+        if now - peer.heard_at > SILENT_SECONDS and peer.disconnected_since is None:
+            peer.disconnected_since = peer.heard_at
+            log.info("room %s: %s went silent", self.id, peer.role)
+        if now - peer.heard_at > timeout:
+            log.info("room %s: %s unreachable for %.0f s, releasing", self.id, peer.role, timeout)
+            return True
+        return False
+
+    # -- lifetime --------------------------------------------------------
+    async def _close_peer(self, peer: Peer, quiet: bool = False) -> None:
+        for task in peer.tasks:
+            task.cancel()
+        for track in peer.tracks.values():
+            track.stop()
+        await peer.pc.close()
+        if peer.role == PATIENT and PATIENT not in self.peers and self._worker is not None:
+            worker, self._worker = self._worker, None
+            await asyncio.to_thread(worker.stop)
+            self.face = False
+        if not quiet:
+            log.info("room %s: %s left", self.id, peer.role)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stats_task.cancel()
+        for peer in list(self.peers.values()):
+            await self._close_peer(peer)
+        self.peers.clear()
+        self.masked.stop()
+        if self._worker is not None:
+            worker, self._worker = self._worker, None
+            await asyncio.to_thread(worker.stop)
+        log.info("room %s: closed", self.id)
+
+
+class RoomRegistry:
+    """All rooms of this server, with expiry."""
+
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.rooms: dict[str, Room] = {}
+        #: Builds the masking pipeline of each consult's worker (None: the real MaskPipeline); a hook for tests.
+        self.pipeline_factory: Callable[[], object] | None = None
+        self._expiry: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._expiry = asyncio.create_task(self._expire())
+
+    def create(self) -> Room:
+        room = Room(secrets.token_urlsafe(9), self.config, self.metrics, self.pipeline_factory)
+        self.rooms[room.id] = room
+        self.metrics.consults.set(len(self.rooms))
+        log.info("room %s: created (%d open)", room.id, len(self.rooms))
+        return room
+
+    def get(self, room_id: str) -> Room | None:
+        return self.rooms.get(room_id)
+
+    async def remove(self, room_id: str) -> bool:
+        room = self.rooms.pop(room_id, None)
+        if room is None:
+            return False
+        await room.close()
+        self.metrics.consults.set(len(self.rooms))
+        return True
+
+    def refresh_metrics(self) -> None:
+        """Gauges that are cheaper to read on demand than to keep current."""
+        for role in ("patient", "doctor"):
+            self.metrics.peers.labels(role).set(sum(r._peer_state(role)["state"] == "connected"
+                                                    for r in self.rooms.values()))
+        self.metrics.fps.set(sum(r.stats.fps() for r in self.rooms.values()))
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                idle = not room.peers and now - room.last_active > self.config.room_idle_timeout
+                if idle or now - room.created > self.config.room_max_lifetime:
+                    log.info("room %s: expired (%s)", room.id, "idle" if idle else "maximum lifetime")
+                    await self.remove(room.id)
+
+    async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for room_id in list(self.rooms):
+            await self.remove(room_id)

@@ -1,0 +1,337 @@
+"""``maskproxy serve``: the HTTP API, the pages, and the rooms behind them (aiohttp + aiortc).
+
+API (JSON; every error is ``{"error": "..."}``):
+
+* ``POST /api/rooms`` (``Authorization: Bearer <api key>``) -> 201 room and links
+* ``POST /api/rooms/{room}/offer`` ``{"token", "sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer"}``
+* ``GET /api/rooms/{room}?token=...`` -> who is connected, mask fps, dropped frames, latency
+* ``DELETE /api/rooms/{room}`` (API key) -> 200, every peer closed
+* ``GET /api/config`` -> ICE servers for the pages (short-lived TURN credentials)
+
+Operations: ``/healthz`` (the process answers), ``/readyz`` (it can take a new
+consult), ``/metrics`` (Prometheus). API calls are rate-limited per client
+address; bodies over the configured size get 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import ssl
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from proxy.consult import aiortc_speedups
+from proxy.consult.config import Config
+from proxy.consult.ice import ice_servers
+from proxy.consult.metrics import Metrics
+from proxy.consult.rooms import IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
+from proxy.resources import WEB
+
+log = logging.getLogger(__name__)
+
+REGISTRY = web.AppKey("registry", RoomRegistry)
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("limiter", "RateLimiter")
+READY = web.AppKey("ready", dict)
+MAX_SDP = 32 * 1024
+
+
+class RateLimiter:
+    """Token bucket per client address: ``rate`` requests per second, ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = 10000) -> None:
+        self.rate, self.burst, self.max_clients = rate, burst, max_clients
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        allowed = tokens >= 1.0
+        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.max_clients:  # forget the idlest clients
+            for key, _ in sorted(self._buckets.items(), key=lambda item: item[1][1])[: self.max_clients // 10]:
+                del self._buckets[key]
+        return allowed
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
+    """Every failure of an API call is JSON with a clear message, never a stack trace; API calls are rate-limited."""
+    if request.path.startswith("/api/"):
+        if not request.app[LIMITER].allow(request.remote or "?"):
+            request.app[METRICS].requests.labels("429").inc()
+            return error(429, "too many requests; slow down")
+        response = await _json_errors(request, handler)
+        request.app[METRICS].requests.labels(f"{response.status // 100}xx").inc()
+        return response
+    return await _json_errors(request, handler)
+
+
+async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "request body too large")
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400:
+            raise
+        return error(exc.status, exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(500, "internal error")
+
+
+def _check_api_key(request: web.Request) -> web.Response | None:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        return error(401, "missing API key (Authorization: Bearer <key>)")
+    if not hmac.compare_digest(header[7:].strip().encode(), (request.app[CONFIG].api_key or "").encode()):
+        return error(403, "wrong API key")
+    return None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    if request.content_length is not None and request.content_length > request.app[CONFIG].max_body:
+        return error(413, "request body too large")
+    raw = await request.read()
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return error(400, "body is not valid JSON")
+    if not isinstance(body, dict):
+        return error(400, "body must be a JSON object")
+    return body
+
+
+def _base_url(request: web.Request) -> str:
+    configured = request.app[CONFIG].public_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+async def create_room(request: web.Request) -> web.Response:
+    denied = _check_api_key(request)
+    if denied:
+        return denied
+    registry = request.app[REGISTRY]
+    if len(registry.rooms) >= request.app[CONFIG].max_consults:
+        return error(503, "at capacity: too many consults open")
+    room = registry.create()
+    base = _base_url(request)
+    return web.json_response({
+        "room": room.id,
+        "patient_token": room.patient_token,
+        "doctor_token": room.doctor_token,
+        "patient_url": f"{base}/patient?room={room.id}&token={room.patient_token}",
+        "doctor_url": f"{base}/doctor?room={room.id}&token={room.doctor_token}",
+    }, status=201)
+
+
+def _room(request: web.Request) -> Room | web.Response:
+    room = request.app[REGISTRY].get(request.match_info["room"])
+    return room if room is not None else error(404, "no such room")
+
+
+def _role(room: Room, token: object) -> str | web.Response:
+    if not isinstance(token, str) or not token:
+        return error(401, "missing token")
+    role = room.role_for(token)
+    return role if role is not None else error(403, "wrong token for this room")
+
+
+async def offer(request: web.Request) -> web.Response:
+    room = _room(request)
+    if isinstance(room, web.Response):
+        return room
+    body = await _json_body(request)
+    if isinstance(body, web.Response):
+        return body
+    role = _role(room, body.get("token"))
+    if isinstance(role, web.Response):
+        return role
+    sdp, kind = body.get("sdp"), body.get("type")
+    if kind != "offer":
+        return error(400, 'type must be "offer"')
+    if not isinstance(sdp, str) or not sdp.strip():
+        return error(400, "sdp must be a non-empty string")
+    if len(sdp) > MAX_SDP:
+        return error(413, f"SDP too large (at most {MAX_SDP} characters)")
+    if not sdp.lstrip().startswith("v=0"):
+        return error(400, "malformed SDP")
+    try:
+        answer = await room.answer(role, sdp)
+    except RoomClosed:
+        return error(404, "no such room")
+    except OfferError as exc:
+        return error(400, str(exc))
+    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+
+
+async def room_state(request: web.Request) -> web.Response:
+    room = _room(request)
+    if isinstance(room, web.Response):
+        return room
+    role = _role(room, request.query.get("token"))
+    if isinstance(role, web.Response):
+        return role
+    return web.json_response(room.state())
+
+
+async def delete_room(request: web.Request) -> web.Response:
+    denied = _check_api_key(request)
+    if denied:
+        return denied
+    if not await request.app[REGISTRY].remove(request.match_info["room"]):
+        return error(404, "no such room")
+    return web.json_response({"room": request.match_info["room"], "closed": True})
+
+
+async def client_config(request: web.Request) -> web.Response:
+    return web.json_response({"ice_servers": ice_servers(request.app[CONFIG])},
+                             headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when started (models and renderer checked) and below capacity."""
+    ready = request.app[READY]
+    open_rooms = len(request.app[REGISTRY].rooms)
+    capacity = request.app[CONFIG].max_consults
+    body = {"ready": bool(ready.get("started")) and open_rooms < capacity, "consults": open_rooms,
+            "capacity": capacity, "renderer": ready.get("renderer", "unknown")}
+    return web.json_response(body, status=200 if body["ready"] else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    request.app[REGISTRY].refresh_metrics()
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain",
+                        headers={"Cache-Control": "no-store"})
+
+
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(WEB / name, headers={"Cache-Control": "no-cache"})
+    return handler
+
+
+def create_app(config: Config) -> web.Application:
+    """The aiohttp application; rooms start and close with it."""
+    if not config.api_key:
+        raise ValueError("config.api_key must be set")
+    aiortc_speedups.install()
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[LIMITER] = RateLimiter(config.rate_limit, config.rate_burst)
+    app[READY] = {}
+    app[REGISTRY] = RoomRegistry(config, app[METRICS])
+    app.router.add_post("/api/rooms", create_room)
+    app.router.add_post("/api/rooms/{room}/offer", offer)
+    app.router.add_get("/api/rooms/{room}", room_state)
+    app.router.add_delete("/api/rooms/{room}", delete_room)
+    app.router.add_get("/api/config", client_config)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", _page("index.html"))
+    app.router.add_get("/patient", _page("patient.html"))
+    app.router.add_get("/doctor", _page("doctor.html"))
+    app.router.add_static("/static/", WEB, show_index=False, follow_symlinks=False)
+
+    async def on_startup(app: web.Application) -> None:
+        app[REGISTRY].start()
+        await asyncio.to_thread(IdlePictures.neutral, 640, 480)
+        app[READY].update(started=True, renderer=IdlePictures.status)
+
+    async def on_shutdown(app: web.Application) -> None:
+        await app[REGISTRY].close()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def self_signed_certificate(hosts: list[str], folder: Path) -> tuple[Path, Path]:
+    """A certificate for ``hosts`` valid 30 days, and its key (mode 0600), written to ``folder``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in dict.fromkeys(hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maskproxy self-signed")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                   .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def ssl_context(config: Config, folder: Path) -> ssl.SSLContext | None:
+    if config.self_signed:
+        cert, key = self_signed_certificate([config.host, "localhost", "127.0.0.1"], folder)
+    elif config.cert and config.key:
+        cert, key = Path(config.cert), Path(config.key)
+    else:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the TLS certificate or key: {exc}") from None
+    return context
+
+
+def run_server(config: Config) -> int:
+    """Serve until SIGINT/SIGTERM; prints the URL and, when generated, the API key (never a given one)."""
+    generated = not config.api_key
+    if generated:
+        config.api_key = secrets.token_urlsafe(32)
+    with tempfile.TemporaryDirectory(prefix="maskproxy-tls-") as folder:
+        context = ssl_context(config, Path(folder))
+        app = create_app(config)
+        scheme = "https" if context else "http"
+        print(f"maskproxy serving on {scheme}://{config.host}:{config.port}/", flush=True)
+        if generated:
+            print(f"API key (generated; set MASKPROXY_API_KEY to choose one): {config.api_key}", flush=True)
+        web.run_app(app, host=config.host, port=config.port, ssl_context=context, print=None,
+                    shutdown_timeout=3.0, access_log=None, handle_signals=True)
+    return 0
