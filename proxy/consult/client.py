@@ -97,7 +97,7 @@ class ConsultClient:
         self.messages: list[dict[str, Any]] = []
         self.camera = FramesTrack(frames, fps) if frames is not None else None
         self.receivers: dict[str, Receiver] = {}
-        self.thumbs = thumbs
+        self.thumbs = thumbs  #: keep a thumbnail of every frame of every video received
 
     async def connect(self, session: aiohttp.ClientSession, keep: int = 0, answer: bool = True) -> None:
         """Offer to the proxy and, with ``answer``, apply its answer (without: a peer that never connects)."""
@@ -120,11 +120,12 @@ class ConsultClient:
             index = [t.receiver.track for t in pc.getTransceivers()].index(track)
             name = {0: "masked", 1: "audio", 2: "doctor_video"}[index]
             self.receivers[name] = Receiver(track, keep=keep if name == "masked" else 0,
-                                            thumbs=self.thumbs and name == "masked")
+                                            thumbs=self.thumbs)
 
         await pc.setLocalDescription(await pc.createOffer())
         async with session.post(f"{self.base}/api/rooms/{self.room}/offer",
-                                json={"token": self.token, "sdp": pc.localDescription.sdp, "type": "offer"}) as r:
+                                json={"token": self.token, "role": self.role, "sdp": pc.localDescription.sdp,
+                                      "type": "offer"}) as r:
             body = await r.json()
             if r.status != 200:
                 raise RuntimeError(f"offer refused: {r.status} {body}")

@@ -9,7 +9,12 @@ connection for a role replaces the first: a reloaded tab rejoins):
   patient's audio.
 
 The patient's camera frames go only to the room's :class:`MaskWorker`; what
-leaves is the :class:`MaskedVideoTrack`.
+leaves is the :class:`MaskedVideoTrack`. This holds by construction, not only
+by the server's token-and-role check: a patient peer's incoming video is kept
+in :attr:`Peer.camera`, which only the worker's feed reads, while the relays
+read :attr:`Peer.relayable` alone; and a doctor's offer shaped like the
+patient page's (a second video section, to receive the doctor's camera) is
+refused, so a patient page can never be answered as the doctor.
 """
 
 from __future__ import annotations
@@ -121,7 +126,10 @@ class Peer:
     pc: RTCPeerConnection
     channel: Any = None  #: the "mask" RTCDataChannel, once the browser opens it
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    tracks: dict[str, MediaStreamTrack] = field(default_factory=dict)  #: incoming, by kind
+    #: Incoming tracks the room may forward to the other role, by kind: never a patient's video.
+    relayable: dict[str, MediaStreamTrack] = field(default_factory=dict)
+    #: A patient's incoming camera: read by the masking worker's feed and nothing else.
+    camera: MediaStreamTrack | None = None
     joined_at: float = field(default_factory=time.monotonic)  #: when the offer was answered
     disconnected_since: float | None = None  #: when it went silent (or failed to connect), None while alive
     received: int = -1  #: packets received on its transport at the last liveness check
@@ -261,6 +269,9 @@ class Room:
         audios = [t for t in transceivers if t.kind == "audio"]
         if not videos:
             raise OfferError("the offer has no video section")
+        if peer.role == DOCTOR and len(videos) > 1:
+            # The patient page asks for a second video (the doctor's camera); the doctor page never does.
+            raise OfferError("this offer comes from the patient page: a doctor's offer has one video section")
 
         # (handlers first: aiortc emits "track" while applying the offer)
         # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio].
@@ -270,12 +281,12 @@ class Room:
         self._send(videos[0], masked)
         if peer.role == PATIENT:
             if audios:
-                self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(DOCTOR, "audio")))
+                self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(DOCTOR, "audio")))
             if len(videos) > 1:
-                self._send(videos[1], SwitchableTrack("video", lambda: self._incoming_track(DOCTOR, "video"),
+                self._send(videos[1], SwitchableTrack("video", lambda: self._relayable(DOCTOR, "video"),
                                                       self._waiting_frame))
         elif audios:
-            self._send(audios[0], SwitchableTrack("audio", lambda: self._incoming_track(PATIENT, "audio")))
+            self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(PATIENT, "audio")))
         codecs = RTCRtpSender.getCapabilities("video").codecs
         preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs if c.mimeType == "video/rtx"]
         for transceiver in videos:
@@ -291,21 +302,24 @@ class Room:
         transceiver.sender.replaceTrack(track)
         transceiver.direction = "sendrecv"
 
-    def _incoming_track(self, role: str, kind: str) -> MediaStreamTrack | None:
+    def _relayable(self, role: str, kind: str) -> MediaStreamTrack | None:
+        """What the relays forward from ``role``: only ever a track of :attr:`Peer.relayable`."""
         peer = self.peers.get(role)
-        return peer.tracks.get(kind) if peer else None
+        return peer.relayable.get(kind) if peer else None
 
     def _incoming(self, peer: Peer, track: MediaStreamTrack) -> None:
         """A browser's track arrived. The patient's video goes to the worker and nowhere else."""
         if peer.role == PATIENT and track.kind == "video":
-            if "video" in peer.tracks:
+            if peer.camera is not None:
                 return  # only the first camera track is masked; any other is ignored, never forwarded
-            peer.tracks["video"] = track
+            peer.camera = track
             peer.tasks.append(asyncio.create_task(self._consume_camera(peer, track)))
             return
-        if track.kind in peer.tracks:
+        if peer.role == PATIENT and track.kind != "audio":
+            return  # nothing else of the patient's is relayed
+        if track.kind in peer.relayable:
             return
-        peer.tracks[track.kind] = track
+        peer.relayable[track.kind] = track
 
     async def _consume_camera(self, peer: Peer, track: MediaStreamTrack) -> None:
         worker = self._ensure_worker()
@@ -379,7 +393,8 @@ class Room:
         worker = self._worker
         stalled = worker is not None and (not worker.alive or (
             worker.busy_since is not None and time.monotonic() - worker.busy_since > STALL_SECONDS))
-        camera_on = self._incoming_track(PATIENT, "video") is not None
+        patient = self.peers.get(PATIENT)
+        camera_on = patient is not None and patient.camera is not None
         failing = camera_on and worker is not None and worker.errors and not self.face
         if stalled:
             self.face = False
@@ -472,7 +487,7 @@ class Room:
     async def _close_peer(self, peer: Peer, quiet: bool = False) -> None:
         for task in peer.tasks:
             task.cancel()
-        for track in peer.tracks.values():
+        for track in [*peer.relayable.values(), *([peer.camera] if peer.camera is not None else [])]:
             track.stop()
         await peer.pc.close()
         if peer.role == PATIENT and PATIENT not in self.peers and self._worker is not None:

@@ -3,7 +3,8 @@
 API (JSON; every error is ``{"error": "..."}``):
 
 * ``POST /api/rooms`` (``Authorization: Bearer <api key>``) -> 201 room and links
-* ``POST /api/rooms/{room}/offer`` ``{"token", "sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer"}``
+* ``POST /api/rooms/{room}/offer`` ``{"token", "role": "patient"|"doctor", "sdp", "type": "offer"}`` ->
+  ``{"sdp", "type": "answer", "role"}``; a token of the other role gets 403
 * ``GET /api/rooms/{room}?token=...`` -> who is connected, mask fps, dropped frames, latency
 * ``DELETE /api/rooms/{room}`` (API key) -> 200, every peer closed
 * ``GET /api/config`` -> ICE servers for the pages (short-lived TURN credentials)
@@ -33,7 +34,7 @@ from proxy.consult import aiortc_speedups
 from proxy.consult.config import Config
 from proxy.consult.ice import ice_servers
 from proxy.consult.metrics import Metrics
-from proxy.consult.rooms import IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
+from proxy.consult.rooms import DOCTOR, PATIENT, IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
 from proxy.resources import WEB
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,12 @@ async def offer(request: web.Request) -> web.Response:
     role = _role(room, body.get("token"))
     if isinstance(role, web.Response):
         return role
+    declared = body.get("role")
+    if not isinstance(declared, str) or declared not in (PATIENT, DOCTOR):
+        return error(400, 'role must be "patient" or "doctor": the page that sends the offer')
+    if declared != role:  # e.g. the doctor's link opened on the patient page: its camera must not become "the doctor's"
+        return error(403, f"this link is for the {role}'s page, not the {declared}'s: "
+                          f"open the {declared} link of this consult")
     sdp, kind = body.get("sdp"), body.get("type")
     if kind != "offer":
         return error(400, 'type must be "offer"')
@@ -182,7 +189,7 @@ async def offer(request: web.Request) -> web.Response:
         return error(404, "no such room")
     except OfferError as exc:
         return error(400, str(exc))
-    return web.json_response({"sdp": answer.sdp, "type": answer.type})
+    return web.json_response({"sdp": answer.sdp, "type": answer.type, "role": role})
 
 
 async def room_state(request: web.Request) -> web.Response:

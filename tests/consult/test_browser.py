@@ -525,3 +525,42 @@ async def test_second_tab_takes_over_and_the_first_stays_out(server: TestServer,
             assert state["patient"]["connected"] is True
         finally:
             await context.close()
+
+
+async def test_doctor_link_on_the_patient_page_sends_the_camera_to_no_one(server: TestServer, browser: Any,
+                                                                          camera: dict[str, Any]) -> None:
+    """Security 14.1: the doctor's link opened on the patient page (staff pasted the wrong one). The page says
+    whose link it is, and its camera reaches no one: the holder of the patient link, receiving what the proxy
+    relays as "the doctor's camera", never gets a frame that is the camera picture."""
+    from tests.rtc_client import Client
+
+    base = str(server.make_url("/")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/api/rooms", headers={"Authorization": f"Bearer {KEY}"}) as response:
+            room = await response.json()
+        victim = Client(base, room["room"], room["patient_token"], "patient", thumbs=True)
+        context = await browser.new_context(viewport={"width": 800, "height": 600})
+        try:
+            await victim.connect(session)
+            page = await context.new_page()
+            await page.goto(room["doctor_url"].replace("/doctor", "/patient", 1))
+            await page.click("#start")
+            await wait_for(page, "() => ['connected', 'failed'].includes(window.maskproxy.state)",
+                           "the patient page to connect or give up")
+            relayed = victim.receivers.get("doctor_video")
+            start = relayed.count if relayed else 0
+            deadline = time.monotonic() + 20.0
+            while (relayed is None or relayed.count < start + 60) and time.monotonic() < deadline:
+                await asyncio.sleep(0.25)  # ~4 s of what the proxy relays as the doctor's camera
+                relayed = victim.receivers.get("doctor_video")
+            assert relayed is not None and relayed.count >= start + 60, "the victim received no doctor video"
+            nearest = min(nearest_camera_frame(t, camera["thumbs"]) for t in relayed.thumbs)
+            assert nearest > MIN_DIFFERENCE, (
+                f"the patient link's holder received the camera picture (difference {nearest:.1f} <= "
+                f"{MIN_DIFFERENCE}): a camera sent with the doctor's link was relayed raw")
+            assert await page.evaluate("() => window.maskproxy.state") == "failed"
+            message = await page.evaluate("() => document.getElementById('call-message')?.textContent || ''")
+            assert "for the doctor's page" in message, message
+        finally:
+            await context.close()
+            await victim.close()

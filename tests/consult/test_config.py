@@ -196,7 +196,7 @@ async def test_logs_carry_no_tokens_keys_or_sdp() -> None:
                 async with session.post(f"{base}/api/rooms", headers={"Authorization": f"Bearer {KEY}"}) as r:
                     room = await r.json()
                 async with session.post(f"{base}/api/rooms/{room['room']}/offer",
-                                        json={"token": room["patient_token"], "type": "offer",
+                                        json={"token": room["patient_token"], "role": "patient", "type": "offer",
                                               "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\na=ice-pwd:LEAKME\r\n"}) as r:
                     assert r.status == 400
                 async with session.get(f"{base}/api/rooms/{room['room']}", params={"token": room["doctor_token"]}):

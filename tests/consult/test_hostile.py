@@ -73,10 +73,10 @@ def only_codec(sdp: str, codec: str, payload: int = 120) -> str:
     return "\r\n".join(out)
 
 
-async def post_offer(proxy: LocalProxy, session: aiohttp.ClientSession, room: str, token: str, sdp: str
-                     ) -> tuple[int, dict[str, object]]:
+async def post_offer(proxy: LocalProxy, session: aiohttp.ClientSession, room: str, token: str, sdp: str,
+                     role: str = "patient") -> tuple[int, dict[str, object]]:
     async with session.post(f"{proxy.base}/api/rooms/{room}/offer",
-                            json={"token": token, "sdp": sdp, "type": "offer"}) as response:
+                            json={"token": token, "role": role, "sdp": sdp, "type": "offer"}) as response:
         return response.status, await response.json()
 
 

@@ -91,13 +91,14 @@ async def test_offer_errors(server: TestServer, session: aiohttp.ClientSession) 
     cases = [
         (b"{not json", 400),
         (json.dumps([1, 2]).encode(), 400),
-        (json.dumps({"sdp": "v=0\r\n", "type": "offer"}).encode(), 401),
-        (json.dumps({"token": "guess", "sdp": "v=0\r\n", "type": "offer"}).encode(), 403),
-        (json.dumps({"token": token, "sdp": "v=0\r\n", "type": "answer"}).encode(), 400),
-        (json.dumps({"token": token, "sdp": "hello", "type": "offer"}).encode(), 400),
-        (json.dumps({"token": token, "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
+        (json.dumps({"role": "patient", "sdp": "v=0\r\n", "type": "offer"}).encode(), 401),
+        (json.dumps({"token": "guess", "role": "patient", "sdp": "v=0\r\n", "type": "offer"}).encode(), 403),
+        (json.dumps({"token": token, "role": "patient", "sdp": "v=0\r\n", "type": "answer"}).encode(), 400),
+        (json.dumps({"token": token, "role": "patient", "sdp": "hello", "type": "offer"}).encode(), 400),
+        (json.dumps({"token": token, "role": "patient", "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n",
                      "type": "offer"}).encode(), 400),
-        (json.dumps({"token": token, "sdp": "v=0\r\n" + "a=x\r\n" * 20000, "type": "offer"}).encode(), 413),
+        (json.dumps({"token": token, "role": "patient", "sdp": "v=0\r\n" + "a=x\r\n" * 20000,
+                     "type": "offer"}).encode(), 413),
     ]
     for body, status in cases:
         async with session.post(offer_url, data=body, headers={"Content-Type": "application/json"}) as response:
@@ -105,7 +106,7 @@ async def test_offer_errors(server: TestServer, session: aiohttp.ClientSession) 
             assert response.status == status, (body[:60], payload)
             assert isinstance(payload["error"], str) and payload["error"]
     async with session.post(url(server, "/api/rooms/nosuchroom/offer"),
-                            json={"token": token, "sdp": "v=0\r\n", "type": "offer"}) as response:
+                            json={"token": token, "role": "patient", "sdp": "v=0\r\n", "type": "offer"}) as response:
         assert response.status == 404
     async with session.get(url(server, f"/api/rooms/{room['room']}"), params={"token": "x"}) as response:
         assert response.status == 403

@@ -290,7 +290,7 @@ async function main() {
   if (ownVideo) selfView.srcObject = new MediaStream([ownVideo]);
   else selfView.hidden = true;
 
-  const call = new Call({ room: params.room, token: params.token, setup: setupPeer, onState: onCallState });
+  const call = new Call({ room: params.room, token: params.token, role: 'doctor', setup: setupPeer, onState: onCallState });
   call.start();
   retryButton.addEventListener('click', () => call.start());
   window.addEventListener('pagehide', () => call.close());

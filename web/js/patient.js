@@ -140,7 +140,7 @@ function onCallState(state, detail) {
 
 function joinCall() {
   mp.face = false;
-  call = new Call({ room: params.room, token: params.token, setup: setupPeer, onState: onCallState });
+  call = new Call({ room: params.room, token: params.token, role: 'patient', setup: setupPeer, onState: onCallState });
   call.start();
   stopPolling = pollRoomStatus(params.room, params.token, (status) => {
     if (status) doctorWaiting.hidden = Boolean(status.doctor?.connected);

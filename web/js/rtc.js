@@ -27,16 +27,23 @@ function iceGatheringDone(pc, timeoutMs) {
 
 /**
  * Non-trickle negotiation: the proxy gets one offer with all ICE candidates in it
- * and answers with a complete SDP.
+ * and answers with a complete SDP. The offer says which page sends it (`role`); the
+ * proxy refuses a token of the other role (403), and an answer that does not confirm
+ * this page's role is never applied, so no media flows to a proxy that took this page
+ * for the other one (the patient's camera is then never sent).
  */
-export async function negotiate(pc, room, token) {
+export async function negotiate(pc, room, token, role) {
   await pc.setLocalDescription(await pc.createOffer());
   await iceGatheringDone(pc, ICE_GATHER_TIMEOUT_MS);
   const answer = await api(`/api/rooms/${encodeURIComponent(room)}/offer`, {
     method: 'POST',
-    body: { token, sdp: pc.localDescription.sdp, type: 'offer' },
+    body: { token, role, sdp: pc.localDescription.sdp, type: 'offer' },
   });
   if (pc.signalingState === 'closed') return;
+  if (answer?.role !== role) {
+    pc.close();
+    throw new ApiError(`the proxy did not answer as the ${role}'s page; not connecting`, 403);
+  }
   await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
 }
 
@@ -72,6 +79,7 @@ function isFatal(err) {
 
 /**
  * One participant's connection to a room, rebuilt automatically when it breaks.
+ * `role` is the page's own role ('patient' or 'doctor'), never taken from the link.
  *
  * `setup(pc)` is called for every new RTCPeerConnection and must add the
  * transceivers (in the fixed order the server expects) and the data channel.
@@ -80,9 +88,10 @@ function isFatal(err) {
  * 'reconnecting' ({attempt, max, delayMs}), 'failed' ({message}), 'closed'.
  */
 export class Call {
-  constructor({ room, token, setup, onState }) {
+  constructor({ room, token, role, setup, onState }) {
     this.room = room;
     this.token = token;
+    this.role = role; // 'patient' or 'doctor': the page, sent with every offer
     this.setup = setup;
     this.onState = onState || (() => {});
     this.pc = null;
@@ -141,7 +150,7 @@ export class Call {
     });
     try {
       this.setup(pc);
-      await negotiate(pc, this.room, this.token);
+      await negotiate(pc, this.room, this.token, this.role);
     } catch (err) {
       if (pc !== this.pc || this.closed) return;
       if (isFatal(err)) {
