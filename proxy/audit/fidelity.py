@@ -3,11 +3,20 @@
 Each clip is tracked as ``maskproxy track`` tracks it (tracker + retargeter,
 smoothing on frame times, the files' eye samples), masked with :class:`~proxy.pipeline.MaskPipeline`,
 and the masked frames are tracked again by a separate tracker and retargeter
-that know nothing of the original. A signal survives masking when the two
-traces agree: Pearson r and mean absolute error over frames where both found
-a face, face-found rates, and blink counts per eye. Everything stays in
-memory; no video file is written. Blinks are counted by :mod:`proxy.tracking.blinks`
-(the rule the doctor's page uses).
+that know nothing of the original. The errors are in the signals' own units,
+because that is what a doctor misreads: per signal and per eye, the mean
+absolute error and the mean signed error (bias, masked minus original) in
+degrees or eye widths, and the same for the vergence (right minus left gaze),
+where a bias is a squint the mask made up. Pearson r is reported only where
+the original's signal varies enough for r to mean something.
+
+Errors count frames where the original has a face and the eye (or signal) is
+measurable in both traces; a field that is None in :class:`~proxy.params.MaskParams`
+is an eye that could not be measured. "Face present" and "eye measurable" are
+compared separately. Where the original has no face the pipeline shows the
+neutral avatar: the re-tracker finding that avatar is not a found face.
+Blinks are counted by :mod:`proxy.tracking.blinks` (the rule the doctor's page
+uses). Everything stays in memory; no video file is written.
 
 The pipeline's own measurement of the original *is* the ``track`` measurement
 (same tracker, retargeter and smoothing), so the original is tracked once.
@@ -31,59 +40,94 @@ from proxy.pipeline import MaskPipeline
 from proxy.tracking.blinks import BlinkCounter
 from proxy.tracking.tracker import FaceTracker
 
-#: The compared signals, with their units.
-SIGNALS: dict[str, str] = {
+#: The measured signals (fields of MaskParams), with their units.
+MEASURED: dict[str, str] = {
     "right_gaze_yaw": "deg", "right_gaze_pitch": "deg", "left_gaze_yaw": "deg", "left_gaze_pitch": "deg",
     "right_aperture": "eye widths", "left_aperture": "eye widths",
     "head_yaw": "deg", "head_pitch": "deg", "head_roll": "deg",
 }
-#: Project targets for Pearson r per signal.
+#: Derived signals: right minus left gaze (a squint is a vergence that should not be there).
+VERGENCE: dict[str, tuple[str, str]] = {
+    "vergence_yaw": ("right_gaze_yaw", "left_gaze_yaw"),
+    "vergence_pitch": ("right_gaze_pitch", "left_gaze_pitch"),
+}
+#: Every compared signal, with its unit.
+SIGNALS: dict[str, str] = {**MEASURED, **{name: "deg" for name in VERGENCE}}
+#: Pearson r is reported only where the original's SD reaches this (degrees; eye widths for apertures):
+#: below it the signal barely moves and r measures noise.
+R_MIN_SD: dict[str, float] = {name: 0.03 if unit == "eye widths" else 2.0 for name, unit in SIGNALS.items()}
+#: Targets for r where it applies (none for the vergence: its errors are judged in degrees).
 R_TARGETS: dict[str, float] = {
-    "right_gaze_yaw": 0.9, "left_gaze_yaw": 0.9, "right_gaze_pitch": 0.8, "left_gaze_pitch": 0.8,
+    "right_gaze_yaw": 0.9, "left_gaze_yaw": 0.9, "right_gaze_pitch": 0.85, "left_gaze_pitch": 0.85,
     "right_aperture": 0.9, "left_aperture": 0.9, "head_yaw": 0.9, "head_pitch": 0.9, "head_roll": 0.9,
 }
+#: Targets for the mean absolute error, in the signal's unit.
+MAE_TARGETS: dict[str, float] = {
+    "right_gaze_yaw": 2.0, "left_gaze_yaw": 2.0, "right_gaze_pitch": 2.0, "left_gaze_pitch": 2.0,
+    "right_aperture": 0.03, "left_aperture": 0.03, "head_yaw": 2.0, "head_pitch": 2.0, "head_roll": 2.0,
+    "vergence_yaw": 1.5, "vergence_pitch": 2.0,
+}
+#: Targets for the absolute mean signed error (bias).
+BIAS_TARGETS: dict[str, float] = {"vergence_yaw": 0.75}
 #: The masked face must be found on at least this fraction of frames where the original's was.
 FOUND_TARGET = 0.95
+#: Each eye's gaze must be measured (in the original and back from the mask) on this fraction of face frames.
+GAZE_MEASURED_TARGET = 0.9
 #: Blink counts per eye may differ by at most this much.
 BLINK_TOLERANCE = 1
 #: Masked frames kept per clip for the report (avatar only).
 SAMPLE_FRAMES = 4
 #: Height of the kept masked frames (pixels).
 SAMPLE_HEIGHT = 180
+EYES = ("right", "left")
 
 
 @dataclass
 class ClipTrace:
-    """Per-frame signals of one clip, original and masked (NaN where no face)."""
+    """Per-frame signals of one clip, original and masked (NaN where no face or the field is None)."""
 
     name: str
     fps: float
     size: tuple[int, int]
     t: np.ndarray
-    original: np.ndarray  #: (frames, len(SIGNALS))
+    original: np.ndarray  #: (frames, len(MEASURED))
     masked: np.ndarray
+    face_original: np.ndarray  #: (frames,) bool: the original's tracker found a face
+    face_masked: np.ndarray  #: (frames,) bool: the re-tracker found a face in the avatar frame
     samples: list[tuple[float, np.ndarray]] = field(default_factory=list)  #: (t, masked frame) pairs
+    flipped: bool = False  #: the clip was mirrored left-right before tracking
 
     @property
     def frames(self) -> int:
         return len(self.t)
 
     def signal(self, name: str, masked: bool = False) -> np.ndarray:
-        return (self.masked if masked else self.original)[:, list(SIGNALS).index(name)]
+        """One signal over the frames (NaN where not measured); vergence signals are right minus left."""
+        if name in VERGENCE:
+            right, left = VERGENCE[name]
+            return self.signal(right, masked) - self.signal(left, masked)
+        return (self.masked if masked else self.original)[:, list(MEASURED).index(name)]
 
 
 def _row(params: MaskParams) -> list[float]:
-    return [getattr(params, name) if params.face else math.nan for name in SIGNALS]
+    """The measured signals of one frame; NaN without a face or where a field is None (not measurable)."""
+    row = []
+    for name in MEASURED:
+        value = getattr(params, name, None) if params.face else None
+        row.append(math.nan if value is None else float(value))
+    return row
 
 
 def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarget: Retargeter,
-               max_seconds: float | None = None, tick: Callable[[], None] | None = None) -> ClipTrace:
-    """Track, mask and re-track every frame of ``path`` (up to ``max_seconds``)."""
+               max_seconds: float | None = None, tick: Callable[[], None] | None = None,
+               flip: bool = False) -> ClipTrace:
+    """Track, mask and re-track every frame of ``path`` (up to ``max_seconds``; mirrored with ``flip``)."""
     for thing in (pipeline.tracker, pipeline.retarget, tracker, retarget):
         thing.reset()
     times: list[float] = []
     original: list[list[float]] = []
     masked: list[list[float]] = []
+    faces: list[tuple[bool, bool]] = []
     samples: list[tuple[float, np.ndarray]] = []
     with VideoReader(path) as reader:
         fps = reader.fps
@@ -95,22 +139,27 @@ def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarge
         for frame in reader.frames():
             if max_seconds is not None and frame.t >= max_seconds:
                 break
-            height, width = frame.rgb.shape[:2]
+            rgb = np.ascontiguousarray(frame.rgb[:, ::-1]) if flip else frame.rgb
+            height, width = rgb.shape[:2]
             size = (width, height)
-            params, avatar = pipeline.process(frame.rgb, frame.t, frame.index)
+            params, avatar = pipeline.process(rgb, frame.t, frame.index)
             again = retarget(tracker.process(avatar, frame.t), width, height, frame.index, frame.t)
             times.append(frame.t)
             original.append(_row(params))
             masked.append(_row(again))
+            faces.append((bool(params.face), bool(again.face)))
             if frame.index in wanted:
                 scale = SAMPLE_HEIGHT / height
                 thumb = cv2.resize(avatar, (max(1, round(width * scale)), SAMPLE_HEIGHT), interpolation=cv2.INTER_AREA)
                 samples.append((frame.t, thumb))
             if tick is not None:
                 tick()
-    columns = len(SIGNALS)
-    return ClipTrace(path.name, fps, size, np.array(times), np.array(original, dtype=np.float64).reshape(-1, columns),
-                     np.array(masked, dtype=np.float64).reshape(-1, columns), samples)
+    columns = len(MEASURED)
+    found = np.array(faces, dtype=bool).reshape(-1, 2)
+    name = f"{path.name} (flipped)" if flip else path.name
+    return ClipTrace(name, fps, size, np.array(times),
+                     np.array(original, dtype=np.float64).reshape(-1, columns),
+                     np.array(masked, dtype=np.float64).reshape(-1, columns), found[:, 0], found[:, 1], samples, flip)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -133,51 +182,157 @@ def blink_times(trace: np.ndarray, times: np.ndarray) -> tuple[int, list[float]]
     return counter.count, found
 
 
+def _share(part: np.ndarray, whole: np.ndarray) -> float | None:
+    """Fraction of the ``whole`` frames that are also ``part`` frames (None without any)."""
+    total = int(whole.sum())
+    return float((part & whole).sum() / total) if total else None
+
+
+def signal_stats(original: np.ndarray, masked: np.ndarray, name: str) -> dict[str, Any]:
+    """Errors of ``masked`` against ``original`` (both NaN where not compared) in the signal's unit.
+
+    Frames where either is NaN are left out. r only where the original's SD reaches ``R_MIN_SD``.
+    """
+    valid = ~np.isnan(original) & ~np.isnan(masked)
+    a, b = original[valid], masked[valid]
+    error = b - a
+    n = int(valid.sum())
+    sd = float(np.std(a)) if n else None
+    applies = sd is not None and n >= 3 and sd >= R_MIN_SD[name]
+    return {
+        "unit": SIGNALS[name],
+        "frames": n,
+        "mae": float(np.mean(np.abs(error))) if n else None,
+        "bias": float(np.mean(error)) if n else None,
+        "error_sd": float(np.std(error)) if n else None,
+        "original_sd": sd,
+        "masked_sd": float(np.std(b)) if n else None,
+        "r_applies": applies,
+        "r_min_sd": R_MIN_SD[name],
+        "pearson_r": pearson(a, b) if applies else None,
+        "target_mae": MAE_TARGETS.get(name),
+        "target_bias": BIAS_TARGETS.get(name),
+        "target_r": R_TARGETS.get(name),
+    }
+
+
 def clip_stats(clip: ClipTrace) -> dict[str, Any]:
-    """Every fidelity number of one clip, with pass/fail against the project's targets."""
-    found_o = ~np.isnan(clip.original[:, 0])
-    found_m = ~np.isnan(clip.masked[:, 0])
-    both = found_o & found_m
+    """Every fidelity number of one clip, with its targets checked (``targets``)."""
     n = clip.frames
+    found_o, found_m = clip.face_original, clip.face_masked
+    both = found_o & found_m
     signals: dict[str, Any] = {}
-    for name, unit in SIGNALS.items():
-        a, b = clip.signal(name)[both], clip.signal(name, masked=True)[both]
-        r = pearson(a, b)
-        signals[name] = {
-            "unit": unit,
-            "pearson_r": r,
-            "mae": float(np.mean(np.abs(a - b))) if len(a) else None,
-            "original_sd": float(np.std(a)) if len(a) else None,
-            "masked_sd": float(np.std(b)) if len(b) else None,
-            "target_r": R_TARGETS[name],
-            "pass": r is not None and r >= R_TARGETS[name],
-        }
-    found_given = float(both.sum() / found_o.sum()) if found_o.any() else None
+    for name in SIGNALS:
+        original = np.where(both, clip.signal(name), np.nan)
+        signals[name] = signal_stats(original, clip.signal(name, masked=True), name)
+        faces = int(found_o.sum())  # share of the original's face frames compared
+        signals[name]["coverage"] = signals[name]["frames"] / faces if faces else None
+    eyes: dict[str, Any] = {}
+    for eye in EYES:
+        eyes[eye] = {}
+        for part, names in (("gaze", (f"{eye}_gaze_yaw", f"{eye}_gaze_pitch")),
+                            ("aperture", (f"{eye}_aperture",))):
+            ok_o = found_o & np.all([~np.isnan(clip.signal(s)) for s in names], axis=0)
+            ok_m = found_m & np.all([~np.isnan(clip.signal(s, masked=True)) for s in names], axis=0)
+            measured_both = _share(ok_o & ok_m, found_o)
+            eyes[eye][part] = {
+                "original": _share(ok_o, found_o),  # measurable in the original, of its face frames
+                "masked_where_original": _share(ok_m, ok_o),
+                "masked_only": int((both & ok_m & ~ok_o).sum()),  # the avatar eased over an unmeasured eye
+                "agreement": _share(ok_o == ok_m, both),  # measurable in both or in neither, of shared face frames
+                "measured_both": measured_both,
+            }
+        gaze = eyes[eye]["gaze"]
+        gaze["target"] = GAZE_MEASURED_TARGET
+        gaze["pass"] = gaze["measured_both"] is not None and gaze["measured_both"] >= GAZE_MEASURED_TARGET
+    found_given = _share(found_m, found_o)
     blinks: dict[str, Any] = {}
-    for eye in ("right", "left"):
+    for eye in EYES:
         count_o, times_o = blink_times(clip.signal(f"{eye}_aperture"), clip.t)
-        count_m, times_m = blink_times(clip.signal(f"{eye}_aperture", masked=True), clip.t)
+        count_m, times_m = blink_times(np.where(found_o, clip.signal(f"{eye}_aperture", masked=True), np.nan), clip.t)
         blinks[eye] = {"original": count_o, "masked": count_m, "original_times": times_o,
                        "masked_times": times_m, "pass": abs(count_o - count_m) <= BLINK_TOLERANCE}
-    return {
+    stats = {
         "clip": clip.name,
+        "flipped": clip.flipped,
         "frames": n,
         "fps": round(clip.fps, 3),
         "duration_s": round(float(clip.t[-1]) + 1.0 / clip.fps, 3) if n else 0.0,
         "size": list(clip.size),
         "face_found": {
             "original": float(found_o.mean()) if n else None,
-            "masked": float(found_m.mean()) if n else None,
+            # the neutral avatar shown where the original has no face is not a found face
+            "masked": float(both.mean()) if n else None,
             "masked_where_original": found_given,
+            "agreement": float((found_o == both).mean()) if n else None,
             "both_frames": int(both.sum()),
+            "neutral_avatar_frames": int((found_m & ~found_o).sum()),
             "target": FOUND_TARGET,
             "pass": found_given is not None and found_given >= FOUND_TARGET,
         },
+        "eyes": eyes,
         "signals": signals,
         "blinks": blinks,
         "trace": {
             "t": np.round(clip.t, 4).tolist(),
-            "original": {name: np.round(clip.signal(name), 4).tolist() for name in SIGNALS},
-            "masked": {name: np.round(clip.signal(name, masked=True), 4).tolist() for name in SIGNALS},
+            "face": {"original": found_o.tolist(), "masked": found_m.tolist()},
+            "original": {name: np.round(clip.signal(name), 4).tolist() for name in MEASURED},
+            "masked": {name: np.round(clip.signal(name, masked=True), 4).tolist() for name in MEASURED},
         },
     }
+    stats["targets"] = clip_targets(stats)
+    return stats
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _below(stats: dict[str, Any], names: tuple[str, ...], key: str, limit: dict[str, float]) -> bool:
+    values = [stats["signals"][n][key] for n in names]
+    return all(v is not None and abs(v) <= limit[n] for n, v in zip(names, values, strict=True))
+
+
+def clip_targets(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fidelity targets (issue 15's "Must show" table) for one clip: measure, value, met or missed."""
+    signals = stats["signals"]
+    name = stats["clip"]
+
+    def check(measure: str, target: str, value: str, passed: bool) -> dict[str, Any]:
+        return {"clip": name, "measure": measure, "target": target, "check": f"{name}: {measure} {target}",
+                "value": value, "pass": bool(passed)}
+
+    def mae(names: tuple[str, ...], digits: int) -> str:
+        return " / ".join(_num(signals[n]["mae"], digits) for n in names)
+
+    vergence = signals["vergence_yaw"]
+    gaze = ("right_gaze_yaw", "left_gaze_yaw", "right_gaze_pitch", "left_gaze_pitch")
+    apertures = ("right_aperture", "left_aperture")
+    head = ("head_yaw", "head_pitch", "head_roll")
+    with_r = [n for n in R_TARGETS if signals[n]["r_applies"]]
+    r_ok = all(signals[n]["pearson_r"] is not None and signals[n]["pearson_r"] >= R_TARGETS[n] for n in with_r)
+    r_value = ", ".join(f"{n} {_num(signals[n]['pearson_r'], 3)}" for n in with_r) or "no signal varies"
+    found = stats["face_found"]
+    eyes = stats["eyes"]
+    blinks = stats["blinks"]
+    return [
+        check("vergence yaw (R - L): MAE / bias", "<= 1.5 / |bias| <= 0.75 deg",
+              f"{_num(vergence['mae'], 2)} / {_num(vergence['bias'], 2)}",
+              _below(stats, ("vergence_yaw",), "mae", MAE_TARGETS)
+              and _below(stats, ("vergence_yaw",), "bias", BIAS_TARGETS)),
+        check("vergence pitch (R - L): MAE", "<= 2.0 deg", mae(("vergence_pitch",), 2),
+              _below(stats, ("vergence_pitch",), "mae", MAE_TARGETS)),
+        check("gaze yaw R / L, pitch R / L: MAE", "<= 2.0 deg", mae(gaze, 2), _below(stats, gaze, "mae", MAE_TARGETS)),
+        check("aperture R / L: MAE", "<= 0.03 eye widths", mae(apertures, 3),
+              _below(stats, apertures, "mae", MAE_TARGETS)),
+        check("head yaw / pitch / roll: MAE", "<= 2.0 deg", mae(head, 2), _below(stats, head, "mae", MAE_TARGETS)),
+        check("r where the original varies", ">= 0.9 (gaze pitch >= 0.85)", r_value, r_ok),
+        check("blinks per eye R, L (original/masked)", "equal within 1",
+              ", ".join(f"{b['original']}/{b['masked']}" for b in blinks.values()),
+              all(b["pass"] for b in blinks.values())),
+        check("gaze measured in frames with a face R / L", ">= 90%",
+              " / ".join(_num(eyes[e]["gaze"]["measured_both"], 3) for e in EYES),
+              all(eyes[e]["gaze"]["pass"] for e in EYES)),
+        check("masked face found where the original had one", ">= 95%", _num(found["masked_where_original"], 3),
+              found["pass"]),
+    ]

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from proxy.audit.fidelity import SIGNALS, ClipTrace
+from proxy.audit.fidelity import EYES, SIGNALS, ClipTrace
 from proxy.audit.reid import METHOD_LABELS, METHODS, REFERENCE_DRAWS, Gallery, PhotoResult
 
 #: Options per human-test sheet (faces), besides "none of these".
@@ -122,11 +122,11 @@ def roc_chart(reid: dict[str, Any]) -> str:
 
 
 def trace_chart(clip: ClipTrace) -> str:
-    """Per-eye gaze and aperture over time, original against masked."""
+    """Per-eye gaze and aperture, and the vergence, over time, original against masked."""
     plt = _pyplot()
     names = ["right_gaze_yaw", "left_gaze_yaw", "right_gaze_pitch", "left_gaze_pitch", "right_aperture",
-             "left_aperture"]
-    fig, axes = plt.subplots(3, 2, figsize=(11, 6.5), sharex=True)
+             "left_aperture", "vergence_yaw", "vergence_pitch"]
+    fig, axes = plt.subplots(4, 2, figsize=(11, 8.5), sharex=True)
     for ax, name in zip(axes.ravel(), names, strict=True):
         ax.plot(clip.t, clip.signal(name), color="#3b6ea8", linewidth=0.9, label="original")
         ax.plot(clip.t, clip.signal(name, masked=True), color="#e08a2c", linewidth=0.9, label="masked")
@@ -136,6 +136,84 @@ def trace_chart(clip: ClipTrace) -> str:
         ax.set_xlabel("time (s)", fontsize=8)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"{clip.name}: per-eye signals, original vs tracked back from the avatar", fontsize=10)
+    fig.tight_layout()
+    return figure_uri(fig)
+
+
+#: Signals of the bias chart, per panel: (title, unit, [(signal, label, colour)], target band half-width).
+BIAS_PANELS = (
+    ("gaze yaw", "deg", [("right_gaze_yaw", "right eye", "#3b6ea8"), ("left_gaze_yaw", "left eye", "#e08a2c"),
+                         ("vergence_yaw", "vergence R - L", "#b22")], 0.75),
+    ("gaze pitch", "deg", [("right_gaze_pitch", "right eye", "#3b6ea8"), ("left_gaze_pitch", "left eye", "#e08a2c"),
+                           ("vergence_pitch", "vergence R - L", "#b22")], None),
+    ("aperture", "eye widths", [("right_aperture", "right eye", "#3b6ea8"),
+                                ("left_aperture", "left eye", "#e08a2c")], 0.03),
+)
+
+
+def bias_chart(clips: Sequence[dict[str, Any]]) -> str:
+    """Mean signed error (masked minus original) per clip, per eye and for the vergence, with the error's SD.
+
+    A bar of the vergence away from zero is a squint (or a convergence) that the mask made up.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(BIAS_PANELS), 1, figsize=(max(7.0, 0.75 * len(clips) + 2), 8.5), sharex=True)
+    x = np.arange(len(clips))
+    for ax, (title, unit, series, band) in zip(axes, BIAS_PANELS, strict=True):
+        width = 0.8 / len(series)
+        for k, (name, label, colour) in enumerate(series):
+            bias = [c["signals"][name]["bias"] for c in clips]
+            spread = [c["signals"][name]["error_sd"] for c in clips]
+            ax.bar(x + (k - (len(series) - 1) / 2) * width, [np.nan if b is None else b for b in bias], width,
+                   yerr=[0 if e is None else e for e in spread], color=colour, label=label, capsize=2,
+                   error_kw={"elinewidth": 0.8, "ecolor": "#444"})
+        if band is not None:
+            ax.axhspan(-band, band, color="#2a2", alpha=0.12,
+                       label=f"target |bias| (vergence yaw, ±{band})" if unit == "deg" else f"target MAE ±{band}")
+        ax.axhline(0, color="#222", linewidth=0.8)
+        ax.set_ylabel(f"masked - original ({unit})", fontsize=8)
+        ax.set_title(f"{title}: mean signed error per clip (bars), SD of the error (whiskers)", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7, ncol=4, loc="upper right")
+    axes[-1].set_xticks(x, [c["clip"] for c in clips], rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    return figure_uri(fig)
+
+
+def bland_altman_chart(clip: ClipTrace) -> str:
+    """Error against the original's value, per eye and for the vergence (Bland-Altman style).
+
+    The solid line is the bias, the dashed ones the bias ± 1.96 SD; a slope shows a range squeezed
+    or stretched by the mask (for example lids clipped at some opening).
+    """
+    plt = _pyplot()
+    rows = (("right_gaze_yaw", "left_gaze_yaw", "vergence_yaw"),
+            ("right_gaze_pitch", "left_gaze_pitch", "vergence_pitch"),
+            ("right_aperture", "left_aperture", None))
+    fig, axes = plt.subplots(3, 3, figsize=(11, 8.5))
+    for row, names in zip(axes, rows, strict=True):
+        for ax, name in zip(row, names, strict=True):
+            if name is None:
+                ax.axis("off")
+                continue
+            original = np.where(clip.face_original & clip.face_masked, clip.signal(name), np.nan)
+            error = clip.signal(name, masked=True) - original
+            valid = ~np.isnan(error)
+            ax.scatter(original[valid], error[valid], s=3, alpha=0.4, color="#3b6ea8" if "right" in name
+                       else "#e08a2c" if "left" in name else "#b22", linewidths=0)
+            ax.axhline(0, color="#999", linewidth=0.6)
+            if valid.sum() >= 2:
+                bias, sd = float(np.mean(error[valid])), float(np.std(error[valid]))
+                ax.axhline(bias, color="#222", linewidth=1)
+                for edge in (bias - 1.96 * sd, bias + 1.96 * sd):
+                    ax.axhline(edge, color="#222", linewidth=0.7, linestyle="--")
+                ax.set_title(f"{name}: bias {bias:+.2f}, SD {sd:.2f} {SIGNALS[name]}", fontsize=8)
+            else:
+                ax.set_title(f"{name}: not measured", fontsize=8)
+            ax.set_xlabel(f"original ({SIGNALS[name]})", fontsize=7)
+            ax.tick_params(labelsize=7)
+        row[0].set_ylabel("masked - original", fontsize=7)
+    fig.suptitle(f"{clip.name}: error against the original's value (every compared frame)", fontsize=10)
     fig.tight_layout()
     return figure_uri(fig)
 
@@ -221,7 +299,7 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0
 table{border-collapse:collapse;margin:0.5em 0 1em} th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th:first-child,td:first-child{text-align:left} .pass{color:#176a17} .fail{color:#b00;font-weight:bold}
 h2{border-bottom:2px solid #3b6ea8;padding-bottom:2px} .note{color:#555;font-size:0.92em}
-img{max-width:100%}
+img{max-width:100%} .matrix td{font-size:0.85em}
 """
 
 
@@ -290,40 +368,146 @@ resolution), and no mask that keeps the face where it was can link less.</p>
 """
 
 
-def _fidelity_section(report: dict[str, Any], images: dict[str, str]) -> str:
-    parts = ["<h2>2. Fidelity: do eye, lid and head movements survive masking?</h2>",
-             "<p>Each clip is tracked (as <code>maskproxy track</code> does), masked, and the masked frames tracked "
-             "again by a fresh tracker. Pearson r and mean absolute error are over frames where both found a face; a "
-             "blink is the aperture dipping below 0.12 and coming back above 0.18.</p>"]
-    for clip in report["fidelity"]["clips"]:
-        name = clip["clip"]
-        rows = "".join(
-            f"<tr><td>{s}</td><td>{_fmt(v['pearson_r'])}</td><td>{_fmt(v['target_r'], 2)}</td>{_ok(v['pass'])}"
-            f"<td>{_fmt(v['mae'])} {html.escape(v['unit'])}</td><td>{_fmt(v['original_sd'])}</td>"
-            f"<td>{_fmt(v['masked_sd'])}</td></tr>" for s, v in clip["signals"].items())
-        found = clip["face_found"]
-        blinks = "".join(
-            f"<tr><td>{eye}</td><td>{b['original']}</td><td>{b['masked']}</td>{_ok(b['pass'])}</tr>"
-            for eye, b in clip["blinks"].items())
-        parts.append(f"""
+def _pair(stats: dict[str, Any], digits: int) -> str:
+    """'MAE / bias' of one signal."""
+    bias = stats["bias"]
+    return f"{_fmt(stats['mae'], digits)} / {'–' if bias is None else f'{bias:+.{digits}f}'}"
+
+
+#: Columns of the per-clip error table: (heading, signal, digits).
+ERROR_COLUMNS = (
+    ("vergence yaw R−L", "vergence_yaw", 2), ("vergence pitch R−L", "vergence_pitch", 2),
+    ("gaze yaw R", "right_gaze_yaw", 2), ("gaze yaw L", "left_gaze_yaw", 2),
+    ("gaze pitch R", "right_gaze_pitch", 2), ("gaze pitch L", "left_gaze_pitch", 2),
+    ("aperture R", "right_aperture", 3), ("aperture L", "left_aperture", 3),
+    ("head yaw", "head_yaw", 2), ("head pitch", "head_pitch", 2), ("head roll", "head_roll", 2),
+)
+
+
+def error_table(clips: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-clip table: MAE / bias of every signal, r where it applies, coverage."""
+    header = ["clip", "frames", *(f"{h} MAE / bias" for h, _, _ in ERROR_COLUMNS),
+              "r (where the original varies)", "gaze measured R / L", "face found"]
+    rows = []
+    for clip in clips:
+        signals = clip["signals"]
+        r = ", ".join(f"{name.replace('_gaze', '').replace('_', ' ')} {signals[name]['pearson_r']:.2f}"
+                      for name in signals if signals[name]["pearson_r"] is not None
+                      and signals[name]["target_r"] is not None) or "–"
+        measured = " / ".join(_fmt(clip["eyes"][e]["gaze"]["measured_both"], 2) for e in EYES)
+        rows.append([clip["clip"], str(clip["frames"]), *(_pair(signals[s], d) for _, s, d in ERROR_COLUMNS), r,
+                     measured, _fmt(clip["face_found"]["masked_where_original"], 3)])
+    return header, rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _clip_section(clip: dict[str, Any], images: dict[str, str]) -> str:
+    """Everything about one clip: its targets, face and eye agreement, errors per signal, plots."""
+    name = clip["clip"]
+    found = clip["face_found"]
+    signal_rows = []
+    for signal, v in clip["signals"].items():
+        unit = html.escape(v["unit"])
+        digits = 3 if v["unit"] == "eye widths" else 2
+        r = _fmt(v["pearson_r"]) if v["r_applies"] else f"says nothing (SD of the original &lt; {v['r_min_sd']:g})"
+        bias = v["bias"]
+        signal_rows.append(
+            f"<tr><td>{signal}</td><td>{v['frames']}</td><td>{_fmt(v['coverage'], 3)}</td>"
+            f"<td>{_fmt(v['mae'], digits)} {unit}</td><td>{'–' if bias is None else f'{bias:+.{digits}f}'}</td>"
+            f"<td>{_fmt(v['error_sd'], digits)}</td><td>{_fmt(v['original_sd'], digits)}</td>"
+            f"<td>{_fmt(v['masked_sd'], digits)}</td><td>{r}</td></tr>")
+    eye_rows = "".join(
+        f"<tr><td>{eye} {part}</td><td>{_fmt(e['original'])}</td><td>{_fmt(e['masked_where_original'])}</td>"
+        f"<td>{_fmt(e['agreement'])}</td><td>{e['masked_only']}</td><td>{_fmt(e['measured_both'])}</td></tr>"
+        for eye in EYES for part, e in clip["eyes"][eye].items())
+    blinks = "".join(
+        f"<tr><td>{eye}</td><td>{b['original']}</td><td>{b['masked']}</td>{_ok(b['pass'])}</tr>"
+        for eye, b in clip["blinks"].items())
+    targets = "".join(
+        f"<tr><td>{html.escape(c['measure'])}</td><td>{html.escape(c['target'])}</td>"
+        f"<td>{html.escape(c['value'])}</td>{_ok(c['pass'])}</tr>" for c in clip["targets"])
+    return f"""
 <h3>{html.escape(name)} – {clip['frames']} frames, {clip['duration_s']:.1f} s at {clip['fps']:.1f} fps</h3>
-<table><tr><th>face found</th><th>share of frames</th></tr>
-<tr><td>original</td><td>{_fmt(found['original'])}</td></tr><tr><td>masked</td><td>{_fmt(found['masked'])}</td></tr>
-<tr><td>masked, where found in the original (target ≥ {found['target']})</td><td>{_fmt(found['masked_where_original'])}
-</td>{_ok(found['pass'])}</tr></table>
-<table><tr><th>signal</th><th>Pearson r</th><th>target</th><th></th><th>MAE</th><th>SD original</th><th>SD masked</th>
-</tr>{rows}</table>
+<table><tr><th>target</th><th></th><th>value</th><th></th></tr>{targets}</table>
+<table><tr><th>face present</th><th>share of frames</th></tr>
+<tr><td>original</td><td>{_fmt(found['original'])}</td></tr>
+<tr><td>masked, where the original had one (target ≥ {found['target']})</td>
+<td>{_fmt(found['masked_where_original'])}</td>{_ok(found['pass'])}</tr>
+<tr><td>agreement (the neutral avatar shown without a face counts as no face)</td><td>{_fmt(found['agreement'])}</td>
+</tr><tr><td>frames without a face in the original where the re-tracker found the neutral avatar (not counted)</td>
+<td>{found['neutral_avatar_frames']}</td></tr></table>
+<table><tr><th>eye measurable</th><th>original<br>(of its face frames)</th><th>masked, where<br>the original was</th>
+<th>agreement<br>(frames with both faces)</th><th>masked only<br>(frames)</th><th>both<br>(of face frames)</th></tr>
+{eye_rows}</table>
+<table><tr><th>signal</th><th>frames<br>compared</th><th>of face<br>frames</th><th>MAE</th>
+<th>bias<br>masked − original</th><th>SD of<br>the error</th>
+<th>SD<br>original</th><th>SD<br>masked</th><th>Pearson r</th></tr>{''.join(signal_rows)}
+</table>
 <table><tr><th>blinks</th><th>original</th><th>masked</th><th>within 1</th></tr>{blinks}</table>
 {images.get(f'trace:{name}', '')}
-<p class="note">Masked frames (avatar only):</p>{images.get(f'frames:{name}', '')}""")
+{images.get(f'agreement:{name}', '')}
+<p class="note">Masked frames (avatar only):</p>{images.get(f'frames:{name}', '')}"""
+
+
+def _fidelity_section(report: dict[str, Any], images: dict[str, str]) -> str:
+    fidelity = report["fidelity"]
+    parts = ["<h2>2. Fidelity: do eye, lid and head movements survive masking?</h2>",
+             "<p>Each clip is tracked (as <code>maskproxy track</code> does), masked, and the masked frames tracked "
+             "again by a fresh tracker. Errors are in the signals' own units, degrees or eye widths: the mean "
+             "absolute error (MAE) and the mean signed error (bias, masked minus original) over frames where the "
+             "original has a face and the eye is measurable in both traces (a null field is an eye that could not be "
+             "measured). The <b>vergence</b> is right minus left gaze: its bias is a squint (or a convergence) the "
+             "mask made up. Pearson r is given only where the original's signal varies (SD ≥ 2° for gaze and head, "
+             "≥ 0.03 for apertures); elsewhere r says nothing. Where the original has no face the pipeline shows "
+             "the neutral avatar, which is not counted as a found face.</p>"]
+    for key, title in (("clips", "Errors per clip"), ("flipped_clips", "The same clips mirrored left-right (--flip)")):
+        clips = fidelity.get(key)
+        if not clips:
+            continue
+        parts.append(f"<h3>{title}: MAE / bias</h3>{_table(*error_table(clips))}")
+        parts.append("<p class='note'>Bias per eye and for the vergence, per clip: a vergence yaw bar outside the "
+                     f"green band is a false squint.</p>{images.get(f'bias:{key}', '')}")
+    for clip in [*fidelity.get("clips", []), *fidelity.get("flipped_clips", [])]:
+        parts.append(_clip_section(clip, images))
     return "".join(parts)
 
 
+def _target_matrix(checks: list[dict[str, Any]]) -> str:
+    """Clips down, measures across; each cell the value, coloured met or missed."""
+    measures = list(dict.fromkeys(c["measure"] for c in checks))
+    targets = {c["measure"]: c["target"] for c in checks}
+    clips = list(dict.fromkeys(c["clip"] for c in checks))
+    cell = {(c["clip"], c["measure"]): c for c in checks}
+    head = "".join(f"<th>{html.escape(m)}<br><small>{html.escape(targets[m])}</small></th>" for m in measures)
+    rows = []
+    for clip in clips:
+        cells = "".join(
+            f"<td class=\"{'pass' if cell[(clip, m)]['pass'] else 'fail'}\">{html.escape(cell[(clip, m)]['value'])}"
+            "</td>" if (clip, m) in cell else "<td>–</td>" for m in measures)
+        met = sum(cell[(clip, m)]["pass"] for m in measures if (clip, m) in cell)
+        rows.append(f"<tr><td>{html.escape(clip)}</td><td>{met}/{len(measures)}</td>{cells}</tr>")
+    return f"<table class='matrix'><tr><th>clip</th><th>met</th>{head}</tr>{''.join(rows)}</table>"
+
+
 def _summary(report: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(c['check'])}</td><td>{html.escape(c['value'])}</td>{_ok(c['pass'])}</tr>"
-                   for c in report["targets"])
-    return ("<h2>Summary against the project's targets</h2>"
-            f"<table><tr><th>check</th><th>value</th><th></th></tr>{rows}</table>")
+    targets = report["targets"]
+    parts = ["<h2>Summary against the project's targets</h2>"]
+    reid = [c for c in targets if c["set"] == "reidentification"]
+    if reid:
+        rows = "".join(f"<tr><td>{html.escape(c['check'])}</td><td>{html.escape(c['value'])}</td>{_ok(c['pass'])}"
+                       "</tr>" for c in reid)
+        parts.append(f"<table><tr><th>check</th><th>value</th><th></th></tr>{rows}</table>")
+    for kind, title in (("clips", "Fidelity targets per clip"), ("flipped", "The same, clips mirrored left-right")):
+        checks = [c for c in targets if c["set"] == kind]
+        if checks:
+            met = sum(c["pass"] for c in checks)
+            parts.append(f"<h3>{title}: {met} of {len(checks)} met</h3>{_target_matrix(checks)}")
+    return "".join(parts)
 
 
 def write_html(path: Path, report: dict[str, Any], gallery: Gallery | None, images: dict[str, str],

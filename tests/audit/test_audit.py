@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -10,9 +12,10 @@ import av
 import numpy as np
 import pytest
 
-from proxy.audit.fidelity import SIGNALS, blink_times, pearson
+from proxy.audit.fidelity import MEASURED, SIGNALS, ClipTrace, _row, blink_times, clip_stats, pearson
 from proxy.audit.reid import METHODS, rank1, roc_curve, tar_at_far
 from proxy.cli import main
+from proxy.params import MaskParams
 
 #: Four people with several usable photos: three with large faces, one with small ones.
 PEOPLE = ("alex_lacamoire", "barack_obama", "kit_harington", "ben_affleck")
@@ -50,21 +53,47 @@ def _truncate(clip: Path, target: Path, seconds: float) -> Path:
     return target
 
 
+def _run(args: list[str]) -> tuple[int, str]:
+    """``maskproxy`` in this process: exit status and what it wrote to stderr."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(args)
+    return status, err.getvalue()
+
+
 @pytest.fixture(scope="module")
-def audit_out(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, short_clip: Path) -> Path:
-    """One audit run without originals, on the subset and a 3 s clip."""
+def audit_run(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, short_clip: Path) -> tuple[Path, str]:
+    """One audit run with the default options, on the subset and a 3 s clip: output folder and stderr."""
     root = tmp_path_factory.mktemp("audit")
     faces = _subset(faces_dir, root / "faces")
     (root / "videos").mkdir()
     _truncate(short_clip, root / "videos" / "clip.mp4", CLIP_SECONDS)
     out = root / "out"
-    assert main(["audit", "--faces", str(faces), "--videos", str(root / "videos"), "--out", str(out)]) == 0
-    return out
+    status, err = _run(["audit", "--faces", str(faces), "--videos", str(root / "videos"), "--out", str(out)])
+    assert status == 0, err
+    return out, err
+
+
+@pytest.fixture(scope="module")
+def audit_out(audit_run: tuple[Path, str]) -> Path:
+    return audit_run[0]
 
 
 @pytest.fixture(scope="module")
 def report(audit_out: Path) -> dict:
     return json.loads((audit_out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def originals_run(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> tuple[Path, str]:
+    """Photos only, with --include-originals."""
+    root = tmp_path_factory.mktemp("originals")
+    faces = _subset(faces_dir, root / "faces")
+    out = root / "out"
+    status, err = _run(["audit", "--faces", str(faces), "--out", str(out), "--include-originals",
+                        "--max-photos", "2"])
+    assert status == 0, err
+    return out, err
 
 
 def _images(html: str) -> list[str]:
@@ -97,42 +126,58 @@ def test_report_json_numbers(report: dict) -> None:
     for value in clip["face_found"].values():
         assert not isinstance(value, float) or 0.0 <= value <= 1.0
     assert clip["face_found"]["original"] > 0.5
-    for signal in clip["signals"].values():
+    for name, signal in clip["signals"].items():
+        assert signal["frames"] > 0.5 * clip["frames"]
+        assert 0.0 <= abs(signal["bias"]) <= signal["mae"]
+        assert signal["unit"] == ("eye widths" if "aperture" in name else "deg")
+        # r only where the original varies enough for it to mean something
+        assert signal["r_applies"] == (signal["original_sd"] >= signal["r_min_sd"])
+        assert (signal["pearson_r"] is None) != signal["r_applies"]
         assert signal["pearson_r"] is None or -1.0 <= signal["pearson_r"] <= 1.0
-    assert len(clip["trace"]["t"]) == clip["frames"]
-    assert all(len(clip["trace"]["masked"][s]) == clip["frames"] for s in SIGNALS)
+    # the vergence is right minus left, frame by frame
+    trace = clip["trace"]
+    right = np.array(trace["original"]["right_gaze_yaw"], dtype=float)
+    left = np.array(trace["original"]["left_gaze_yaw"], dtype=float)
+    assert np.nanstd(right - left) == pytest.approx(clip["signals"]["vergence_yaw"]["original_sd"], abs=0.01)
+    assert len(trace["t"]) == len(trace["face"]["original"]) == clip["frames"]
+    assert all(len(trace["masked"][s]) == clip["frames"] for s in MEASURED)
+    assert set(clip["eyes"]) == {"right", "left"}
     assert set(clip["blinks"]) == {"right", "left"}
     assert all(isinstance(b["original"], int) and isinstance(b["masked"], int) for b in clip["blinks"].values())
+    # every target of the issue's table, once per clip, in report.json and in the clip's own section
+    measures = [c["measure"] for c in clip["targets"]]
+    assert len(measures) == len(set(measures)) == 9
+    fidelity_checks = [c for c in report["targets"] if c["set"] == "clips"]
+    assert [c["measure"] for c in fidelity_checks] == measures
     assert report["targets"] and all(isinstance(c["pass"], bool) for c in report["targets"])
 
 
 def test_report_html_has_no_original_face(audit_out: Path, report: dict) -> None:
     html = (audit_out / "report.html").read_text()
     images = _images(html)
-    # plots: Rank-1 chart, ROC curves, the clip's traces; avatars: masked photos, the clip's masked frames
-    assert len(images) == 5
-    assert sum('data-kind="plot"' in i for i in images) == 3
+    # plots: Rank-1 chart, ROC curves, the bias chart, the clip's traces and its error-vs-value chart;
+    # avatars: masked photos, the clip's masked frames
+    assert len(images) == 7
+    assert sum('data-kind="plot"' in i for i in images) == 5
     assert sum('data-kind="avatar"' in i for i in images) == 2
     assert not any('data-kind="original"' in i for i in images)
     assert all('src="data:image/png;base64,' in i for i in images)
-    assert report["report_images"] == {"plot": 3, "avatar": 2, "original": 0}
+    assert report["report_images"] == {"plot": 5, "avatar": 2, "original": 0}
     assert "http://" not in html and "https://" not in html
     for person in PEOPLE:  # pseudonymised in the HTML
         assert person not in html
 
 
-def test_include_originals(tmp_path: Path, faces_dir: Path) -> None:
-    faces = _subset(faces_dir, tmp_path / "faces")
-    out = tmp_path / "out"
-    assert main(["audit", "--faces", str(faces), "--out", str(out), "--include-originals", "--max-photos", "2",
-                 "--sheets", "0"]) == 0
+def test_include_originals(originals_run: tuple[Path, str]) -> None:
+    out = originals_run[0]
     images = _images((out / "report.html").read_text())
     assert sum('data-kind="original"' in i for i in images) == 1
     assert len(images) == 4  # Rank-1, ROC, masked photos, the methods grid on originals
-    assert not (out / "human_test").exists()
 
 
-def test_human_test_kit_keeps_the_key_apart(audit_out: Path, report: dict) -> None:
+def test_human_test_kit_keeps_the_key_apart(originals_run: tuple[Path, str]) -> None:
+    audit_out = originals_run[0]
+    report = json.loads((audit_out / "report.json").read_text())
     folder = audit_out / "human_test"
     sheets = (folder / "sheets.html").read_text()
     key = json.loads((folder / "answers.json").read_text())["sheets"]
@@ -164,7 +209,7 @@ def test_report_renders_in_chromium(audit_out: Path) -> None:
             page.goto((audit_out / "report.html").as_uri())
             page.wait_for_load_state("load")
             widths = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
-            assert len(widths) == 5 and all(w > 0 for w in widths)
+            assert len(widths) == 7 and all(w > 0 for w in widths)
             assert "Re-identification" in page.inner_text("body")
         finally:
             browser.close()
@@ -225,3 +270,85 @@ def test_rank1_over_reference_choices() -> None:
     assert identity is not None and identity["mean"] == identity["p5"] == 1.0
     constant = rank1_over_references(photos(lambda k: np.zeros(8)), "x", "x")
     assert constant is not None and constant["mean"] == pytest.approx(1 / len(persons))
+
+
+def _synthetic_trace() -> ClipTrace:
+    """100 frames with known errors: the mask adds +1 deg to the right eye's yaw and -1 deg to the left's
+    (a false 2 deg vergence), the original has no face in frames 0-9 (the re-tracker finds the neutral
+    avatar there) and cannot measure the left eye in frames 10-19."""
+    n = 100
+    t = np.arange(n) / 30
+    yaw = 10 * np.sin(t * 3)
+    rows_o, rows_m = [], []
+    for i in range(n):
+        original = MaskParams(frame=i, t=t[i], face=i >= 10, right_gaze_yaw=yaw[i], left_gaze_yaw=yaw[i],
+                              right_gaze_pitch=0.5 * yaw[i], left_gaze_pitch=0.5 * yaw[i],
+                              right_aperture=0.3 + 0.001 * (i % 3), left_aperture=0.3, head_yaw=yaw[i])
+        if 10 <= i < 20:
+            original.left_gaze_yaw = original.left_gaze_pitch = None  # type: ignore[assignment]
+        masked = MaskParams(frame=i, t=t[i], face=True, right_gaze_yaw=yaw[i] + 1, left_gaze_yaw=yaw[i] - 1,
+                            right_gaze_pitch=0.5 * yaw[i], left_gaze_pitch=0.5 * yaw[i], right_aperture=0.32,
+                            left_aperture=0.3, head_yaw=yaw[i])
+        rows_o.append(_row(original))
+        rows_m.append(_row(masked))
+    face_o = np.arange(n) >= 10
+    return ClipTrace("synthetic", 30.0, (640, 480), t, np.array(rows_o), np.array(rows_m), face_o,
+                     np.ones(n, dtype=bool))
+
+
+def test_errors_in_physical_units() -> None:
+    stats = clip_stats(_synthetic_trace())
+    signals = stats["signals"]
+    right, left, vergence = signals["right_gaze_yaw"], signals["left_gaze_yaw"], signals["vergence_yaw"]
+    assert right["frames"] == 90 and left["frames"] == 80 and vergence["frames"] == 80
+    assert right["mae"] == pytest.approx(1.0) and right["bias"] == pytest.approx(1.0)
+    assert left["bias"] == pytest.approx(-1.0)
+    assert vergence["mae"] == pytest.approx(2.0) and vergence["bias"] == pytest.approx(2.0)
+    assert right["r_applies"] and right["pearson_r"] == pytest.approx(1.0)
+    # the original's vergence and apertures barely move: r says nothing there
+    assert not vergence["r_applies"] and vergence["pearson_r"] is None
+    assert signals["right_aperture"]["pearson_r"] is None and signals["right_aperture"]["bias"] > 0.015
+    # the neutral avatar over frames 0-9 is not a found face
+    found = stats["face_found"]
+    assert found["original"] == pytest.approx(0.9) and found["masked"] == pytest.approx(0.9)
+    assert found["masked_where_original"] == 1.0 and found["agreement"] == 1.0
+    assert found["neutral_avatar_frames"] == 10
+    # eye measurable: the left eye's gaze was not measurable in 10 of the 90 face frames
+    gaze = stats["eyes"]["left"]["gaze"]
+    assert gaze["original"] == pytest.approx(80 / 90) and gaze["measured_both"] == pytest.approx(80 / 90)
+    assert gaze["masked_only"] == 10 and gaze["agreement"] == pytest.approx(80 / 90)
+    assert stats["eyes"]["left"]["aperture"]["measured_both"] == 1.0
+    verdict = {c["measure"]: c["pass"] for c in stats["targets"]}
+    assert not verdict["vergence yaw (R - L): MAE / bias"]  # a 2 deg false vergence
+    assert verdict["gaze yaw R / L, pitch R / L: MAE"]  # 1 deg per eye is within 2
+    assert verdict["aperture R / L: MAE"]  # 0.02 eye widths is within 0.03
+    assert not verdict["gaze measured in frames with a face R / L"]  # 89% < 90%
+    assert verdict["masked face found where the original had one"]
+
+
+def test_none_means_not_measurable() -> None:
+    params = MaskParams(face=True, right_gaze_yaw=3.0)
+    params.left_gaze_yaw = None  # type: ignore[assignment]
+    row = dict(zip(MEASURED, _row(params), strict=True))
+    assert row["right_gaze_yaw"] == 3.0 and np.isnan(row["left_gaze_yaw"])
+    assert all(np.isnan(v) for v in _row(MaskParams(face=False)))
+
+
+def test_flip_audits_the_mirrored_clip(audit_out: Path, report: dict) -> None:
+    """--flip adds each clip mirrored left-right: the patient's right eye becomes the left, yaw and roll change sign."""
+    out = audit_out.parent / "flip"
+    status, err = _run(["audit", "--videos", str(audit_out.parent / "videos"), "--out", str(out), "--flip",
+                        "--max-seconds", "1"])
+    assert status == 0, err
+    flipped = json.loads((out / "report.json").read_text())
+    (plain,), (mirror,) = flipped["fidelity"]["clips"], flipped["fidelity"]["flipped_clips"]
+    assert mirror["clip"] == f"{plain['clip']} (flipped)" and mirror["flipped"] and not plain["flipped"]
+    assert {c["set"] for c in flipped["targets"]} == {"clips", "flipped"}
+    assert re.search(r"clips \d/9, flipped \d/9", err)
+
+    def median(clip: dict, name: str) -> float:
+        return float(np.nanmedian(np.array(clip["trace"]["original"][name], dtype=float)))
+
+    for name in ("head_roll", "head_yaw"):
+        assert median(mirror, name) == pytest.approx(-median(plain, name), abs=2.0)
+    assert median(mirror, "right_aperture") == pytest.approx(median(plain, "left_aperture"), abs=0.03)
