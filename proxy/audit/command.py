@@ -7,11 +7,14 @@ It reproduces the published digital mask's evaluation:
    with the original photos as the ceiling. Rank-1, TAR at FAR 0.01, ROC.
 2. Fidelity (:mod:`proxy.audit.fidelity`): eye, lid and head signals of
    each clip, tracked before and after masking, compared frame by frame.
-3. A human test kit (:mod:`proxy.audit.report`): printable multiple-choice
-   sheets with a separate answer key.
+3. A human test kit (:mod:`proxy.audit.report`), only with ``--human-test``:
+   printable multiple-choice sheets with a separate answer key. The sheets show
+   original photos, so they are never written by default.
 
 Output: ``OUT/report.json`` (every number), ``OUT/report.html`` (self-contained,
-no unmasked face unless ``--include-originals``) and ``OUT/human_test/``.
+no unmasked face unless ``--include-originals``) and, with ``--human-test``,
+``OUT/human_test/``. The command says in its output and at the top of the
+report whether unmasked faces were written.
 """
 
 from __future__ import annotations
@@ -44,15 +47,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faces", type=Path, help="folder of <person>/ folders, several photos of each person "
                         "(the first photo, sorted by name, is the reference)")
     parser.add_argument("--videos", type=Path, help="folder of video clips (anything PyAV reads)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (report.json, report.html, human_test/)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (report.json, report.html; human_test/ with --human-test)")
     parser.add_argument("--include-originals", action="store_true",
                         help="show unmasked faces in report.html (off: only plots and avatars)")
+    parser.add_argument("--human-test", action="store_true",
+                        help="also write printable human re-identification sheets (human_test/); they show "
+                        "ORIGINAL photos, so handle them as personal data (needs --faces)")
     parser.add_argument("--max-photos", type=int, default=None, metavar="N", help="use at most N photos per person")
     parser.add_argument("--max-seconds", type=float, default=None, metavar="S", help="use at most S s of each clip")
     parser.add_argument("--flip", action="store_true",
                         help="also audit every clip mirrored left-right (an unseen case at no cost in data; "
                         "doubles the fidelity time)")
-    parser.add_argument("--sheets", type=int, default=20, metavar="N", help="human-test sheets (default 20)")
+    parser.add_argument("--sheets", type=int, default=20, metavar="N",
+                        help="human-test sheets with --human-test (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
 
 
@@ -240,6 +248,8 @@ def run_audit(args: argparse.Namespace) -> int:
 
     if args.faces is None and args.videos is None:
         raise InputError("give --faces, --videos or both")
+    if args.human_test and args.faces is None:
+        raise InputError("--human-test needs --faces (the sheets show masked and original photos)")
     started = time.perf_counter()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -249,7 +259,7 @@ def run_audit(args: argparse.Namespace) -> int:
         "inputs": {"faces": str(args.faces) if args.faces else None,
                    "videos": str(args.videos) if args.videos else None,
                    "max_photos": args.max_photos, "max_seconds": args.max_seconds,
-                   "include_originals": bool(args.include_originals),
+                   "include_originals": bool(args.include_originals), "human_test": bool(args.human_test),
                    "flip": bool(args.flip), "eye_samples": args.eye_samples, "supersample": args.supersample},
         "timing_s": {},
     }
@@ -264,13 +274,18 @@ def run_audit(args: argparse.Namespace) -> int:
             report["fidelity"], traces = _fidelity(args, pipeline)
             report["timing_s"]["fidelity"] = round(time.perf_counter() - start, 2)
     start = time.perf_counter()
-    if gallery is not None and args.sheets > 0:
+    originals: list[dict[str, str]] = []
+    if gallery is not None and args.human_test and args.sheets > 0:
         report["human_test"] = write_human_test(out, gallery, args.sheets, args.seed)
+        originals.append({"file": report["human_test"]["sheets_file"], "why": "--human-test"})
     report["targets"] = _targets(report)
     images = _images(report, gallery, traces, args.include_originals)
     report["report_images"] = {"plot": sum('data-kind="plot"' in v for v in images.values()),
                                "avatar": sum('data-kind="avatar"' in v for v in images.values()),
                                "original": sum('data-kind="original"' in v for v in images.values())}
+    if report["report_images"]["original"]:
+        originals.insert(0, {"file": "report.html", "why": "--include-originals"})
+    report["originals_written"] = originals
     report["timing_s"]["report"] = round(time.perf_counter() - start, 2)
     report["timing_s"]["total"] = round(time.perf_counter() - started, 2)
     report = _clean(report)
@@ -279,4 +294,10 @@ def run_audit(args: argparse.Namespace) -> int:
     met = sum(c["pass"] for c in report["targets"])
     print(f"maskproxy audit: {out / 'report.html'} ({report['timing_s']['total']:.0f} s; "
           f"{met}/{len(report['targets'])} targets met: {_tally(report['targets'])})", file=sys.stderr)
+    if originals:
+        print("maskproxy audit: UNMASKED FACES written to "
+              + ", ".join(f"{out / o['file']} ({o['why']})" for o in originals)
+              + "; handle them as personal data", file=sys.stderr)
+    else:
+        print("maskproxy audit: no unmasked face written (only plots and avatars)", file=sys.stderr)
     return 0

@@ -4,8 +4,9 @@ The report inlines every image as a base64 PNG, so it is one file a data
 protection officer can archive or mail. Each ``<img>`` says what it shows in
 ``data-kind``: ``plot``, ``avatar`` (masked faces only) or ``original``
 (unmasked faces; only with ``--include-originals``). The human test kit needs
-original faces by design and lives in its own folder, its answer key in
-separate files.
+original faces by design, so it is made only with ``--human-test``; it lives
+in its own folder, its answer key in separate files. The report says at its
+top whether unmasked faces were written.
 """
 
 from __future__ import annotations
@@ -299,7 +300,8 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0
 table{border-collapse:collapse;margin:0.5em 0 1em} th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th:first-child,td:first-child{text-align:left} .pass{color:#176a17} .fail{color:#b00;font-weight:bold}
 h2{border-bottom:2px solid #3b6ea8;padding-bottom:2px} .note{color:#555;font-size:0.92em}
-img{max-width:100%} .matrix td{font-size:0.85em}
+img{max-width:100%} .banner{padding:6px 10px;border:1px solid #176a17;background:#eef7ee}
+.banner.warn{border-color:#b00;background:#fbeaea} .matrix td{font-size:0.85em}
 """
 
 
@@ -510,10 +512,22 @@ def _summary(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _originals_banner(report: dict[str, Any]) -> str:
+    """The first thing in the report: were unmasked faces written, and where."""
+    written = report.get("originals_written", [])
+    if not written:
+        return ("<p class='banner'>No unmasked face was written: this report shows only plots and avatar images, "
+                "and no human-test sheets were made.</p>")
+    where = "; ".join(f"<code>{html.escape(o['file'])}</code> ({html.escape(o['why'])})" for o in written)
+    return (f"<p class='banner warn'><b>Unmasked faces were written:</b> {where}. Handle these files as personal "
+            "data.</p>")
+
+
 def write_html(path: Path, report: dict[str, Any], gallery: Gallery | None, images: dict[str, str],
                include_originals: bool) -> None:
     """The self-contained report (every image inline)."""
-    body = [f"<h1>maskproxy audit</h1><p>{html.escape(report['created'])} · maskproxy {report['version']} · "
+    body = [f"<h1>maskproxy audit</h1>{_originals_banner(report)}"
+            f"<p>{html.escape(report['created'])} · maskproxy {report['version']} · "
             f"{report['timing_s']['total']:.0f} s. Every number is also in <code>report.json</code>.</p>",
             _summary(report)]
     if gallery is not None and "reidentification" in report:
@@ -529,8 +543,5 @@ def write_html(path: Path, report: dict[str, Any], gallery: Gallery | None, imag
             "unmasked faces by design</b>; handle them as personal data. The answer key is kept separately in "
             f"<code>{'</code> and <code>'.join(human['answers_files'])}</code>. Chance per sheet: "
             f"{_fmt(human['chance'])}.</p>")
-    note = ("This report contains unmasked faces (--include-originals)." if include_originals
-            else "This report contains no unmasked face: only plots and avatar images.")
-    body.append(f"<p class='note'>{note}</p>")
     path.write_text(f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>maskproxy audit</title>"
                     f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")

@@ -86,11 +86,11 @@ def report(audit_out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def originals_run(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> tuple[Path, str]:
-    """Photos only, with --include-originals."""
+    """Photos only, asking for everything that writes unmasked faces: --include-originals and --human-test."""
     root = tmp_path_factory.mktemp("originals")
     faces = _subset(faces_dir, root / "faces")
     out = root / "out"
-    status, err = _run(["audit", "--faces", str(faces), "--out", str(out), "--include-originals",
+    status, err = _run(["audit", "--faces", str(faces), "--out", str(out), "--include-originals", "--human-test",
                         "--max-photos", "2"])
     assert status == 0, err
     return out, err
@@ -168,11 +168,36 @@ def test_report_html_has_no_original_face(audit_out: Path, report: dict) -> None
         assert person not in html
 
 
-def test_include_originals(originals_run: tuple[Path, str]) -> None:
-    out = originals_run[0]
+def test_no_unmasked_face_written_by_default(audit_run: tuple[Path, str], report: dict) -> None:
+    """Issue 14.12: the human-test sheets show original photos, so the default run writes none."""
+    out, err = audit_run
+    assert not (out / "human_test").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+    assert "human_test" not in report and report["originals_written"] == []
+    assert "no unmasked face written" in err
+    html = (out / "report.html").read_text()
+    assert html.index("No unmasked face was written") < html.index("<h2>")  # said at the top
+
+
+def test_originals_are_opt_in_and_announced(originals_run: tuple[Path, str]) -> None:
+    """Issue 14.12: --include-originals and --human-test write unmasked faces, and both say so."""
+    out, err = originals_run
     images = _images((out / "report.html").read_text())
     assert sum('data-kind="original"' in i for i in images) == 1
     assert len(images) == 4  # Rank-1, ROC, masked photos, the methods grid on originals
+    report = json.loads((out / "report.json").read_text())
+    assert report["originals_written"] == [{"file": "report.html", "why": "--include-originals"},
+                                           {"file": "human_test/sheets.html", "why": "--human-test"}]
+    line = next(line for line in err.splitlines() if "UNMASKED FACES" in line)
+    assert str(out / "report.html") in line and str(out / "human_test" / "sheets.html") in line
+    html = (out / "report.html").read_text()
+    top = html[:html.index("<h2>")]
+    assert "Unmasked faces were written" in top and "human_test/sheets.html" in top
+
+
+def test_human_test_needs_faces(tmp_path: Path) -> None:
+    status, err = _run(["audit", "--videos", str(tmp_path), "--out", str(tmp_path / "out"), "--human-test"])
+    assert status == 2 and "--human-test needs --faces" in err
 
 
 def test_human_test_kit_keeps_the_key_apart(originals_run: tuple[Path, str]) -> None:
