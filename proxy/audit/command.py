@@ -13,13 +13,15 @@ It reproduces the published digital mask's evaluation:
 
 Output: ``OUT/report.json`` (every number), ``OUT/report.html`` (self-contained,
 no unmasked face unless ``--include-originals``) and, with ``--human-test``,
-``OUT/human_test/``. The command says in its output and at the top of the
-report whether unmasked faces were written.
+``OUT/human_test/``. The command checks that the ``audit`` extra is installed
+before it starts, and says in its output and at the top of the report whether
+unmasked faces were written.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -40,6 +42,12 @@ RANK1_MARGIN = 0.05
 #: Masked photos shown in the report (avatar only), and photos in the --include-originals grid.
 MASKED_EXAMPLES = 8
 ORIGINAL_EXAMPLES = 4
+#: Modules of the ``audit`` extra (import names) that each part of the audit needs.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "faces": ("dlib", "face_recognition_models", "matplotlib"),
+    "videos": ("matplotlib",),
+}
+EXTRA_HINT = "pip install 'maskproxy[audit]'"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheets", type=int, default=20, metavar="N",
                         help="human-test sheets with --human-test (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
+
+
+def missing_modules(args: argparse.Namespace) -> list[str]:
+    """Modules of the ``audit`` extra that the requested parts need and that cannot be imported."""
+    needed = [*(EXTRA_MODULES["faces"] if args.faces is not None else ()),
+              *(EXTRA_MODULES["videos"] if args.videos is not None else ())]
+    missing = []
+    for name in dict.fromkeys(needed):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def _clean(value: Any) -> Any:
@@ -250,6 +271,11 @@ def run_audit(args: argparse.Namespace) -> int:
         raise InputError("give --faces, --videos or both")
     if args.human_test and args.faces is None:
         raise InputError("--human-test needs --faces (the sheets show masked and original photos)")
+    missing = missing_modules(args)
+    if missing:
+        print(f"maskproxy audit: needs the 'audit' extra ({', '.join(missing)} missing): {EXTRA_HINT}",
+              file=sys.stderr)
+        return 2
     started = time.perf_counter()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -357,6 +359,28 @@ def test_none_means_not_measurable() -> None:
     row = dict(zip(MEASURED, _row(params), strict=True))
     assert row["right_gaze_yaw"] == 3.0 and np.isnan(row["left_gaze_yaw"])
     assert all(np.isnan(v) for v in _row(MaskParams(face=False)))
+
+
+@pytest.mark.parametrize(("module", "part"), [("matplotlib", "videos"), ("dlib", "faces"),
+                                              ("face_recognition_models", "faces")])
+def test_missing_audit_extra_is_one_line(tmp_path: Path, faces_dir: Path, short_clip: Path, module: str,
+                                         part: str) -> None:
+    """Issue 14.13: without the ``audit`` extra the command says so in one line, exit 2, before starting."""
+    if part == "faces":
+        inputs = ["--faces", str(_subset(faces_dir, tmp_path / "faces")), "--max-photos", "2"]
+    else:
+        (tmp_path / "videos").mkdir()
+        (tmp_path / "videos" / short_clip.name).symlink_to(short_clip)
+        inputs = ["--videos", str(tmp_path / "videos"), "--max-seconds", "0.3"]
+    out = tmp_path / "out"
+    block = (f"import sys; sys.modules[{module!r}] = None; from proxy.cli import main; "
+             "raise SystemExit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", block, "audit", *inputs, "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and module in lines[0] and "pip install 'maskproxy[audit]'" in lines[0], done.stderr
+    assert not out.exists()  # checked before starting: nothing made
 
 
 def test_flip_audits_the_mirrored_clip(audit_out: Path, report: dict) -> None:
