@@ -109,7 +109,7 @@ class ClipTrace:
         return (self.masked if masked else self.original)[:, list(MEASURED).index(name)]
 
 
-def _row(params: MaskParams) -> list[float]:
+def measured_row(params: MaskParams) -> list[float]:
     """The measured signals of one frame; NaN without a face or where a field is None (not measurable)."""
     row = []
     for name in MEASURED:
@@ -145,8 +145,8 @@ def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarge
             params, avatar = pipeline.process(rgb, frame.t, frame.index)
             again = retarget(tracker.process(avatar, frame.t), width, height, frame.index, frame.t)
             times.append(frame.t)
-            original.append(_row(params))
-            masked.append(_row(again))
+            original.append(measured_row(params))
+            masked.append(measured_row(again))
             faces.append((bool(params.face), bool(again.face)))
             if frame.index in wanted:
                 scale = SAMPLE_HEIGHT / height

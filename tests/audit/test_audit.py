@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 
-from proxy.audit.fidelity import MEASURED, SIGNALS, ClipTrace, _row, blink_times, clip_stats, pearson
+from proxy.audit.fidelity import MEASURED, SIGNALS, ClipTrace, blink_times, clip_stats, measured_row, pearson
 from proxy.audit.reid import METHODS, rank1, roc_curve, tar_at_far
 from proxy.cli import main
 from proxy.params import MaskParams
@@ -316,8 +316,8 @@ def _synthetic_trace() -> ClipTrace:
         masked = MaskParams(frame=i, t=t[i], face=True, right_gaze_yaw=yaw[i] + 1, left_gaze_yaw=yaw[i] - 1,
                             right_gaze_pitch=0.5 * yaw[i], left_gaze_pitch=0.5 * yaw[i], right_aperture=0.32,
                             left_aperture=0.3, head_yaw=yaw[i])
-        rows_o.append(_row(original))
-        rows_m.append(_row(masked))
+        rows_o.append(measured_row(original))
+        rows_m.append(measured_row(masked))
     face_o = np.arange(n) >= 10
     return ClipTrace("synthetic", 30.0, (640, 480), t, np.array(rows_o), np.array(rows_m), face_o,
                      np.ones(n, dtype=bool))
@@ -356,9 +356,9 @@ def test_errors_in_physical_units() -> None:
 def test_none_means_not_measurable() -> None:
     params = MaskParams(face=True, right_gaze_yaw=3.0)
     params.left_gaze_yaw = None  # type: ignore[assignment]
-    row = dict(zip(MEASURED, _row(params), strict=True))
+    row = dict(zip(MEASURED, measured_row(params), strict=True))
     assert row["right_gaze_yaw"] == 3.0 and np.isnan(row["left_gaze_yaw"])
-    assert all(np.isnan(v) for v in _row(MaskParams(face=False)))
+    assert all(np.isnan(v) for v in measured_row(MaskParams(face=False)))
 
 
 @pytest.mark.parametrize(("module", "part"), [("matplotlib", "videos"), ("dlib", "faces"),
