@@ -127,7 +127,7 @@ def _robust_sd(values: np.ndarray) -> float:
 
 
 def _steps(t: np.ndarray, x: np.ndarray, frame: float) -> tuple[np.ndarray, np.ndarray]:
-    """Frame-to-frame displacement and its duration; NaN across gaps longer than 2.5 frames."""
+    """Sample-to-sample displacement and its duration; NaN across gaps longer than 2.5 frames."""
     dx = np.diff(x)
     dt = np.diff(t)
     bad = ~np.isfinite(dx) | (dt <= 0) | (dt > 2.5 * frame)
@@ -196,10 +196,11 @@ class PursuitResult(Result):
 
 def _pursuit_one(eye: str, axis_name: str, s: np.ndarray, x: np.ndarray, schedule: TargetSchedule, axis: int,
                  frame: float, calibrated: bool, expected: float) -> PursuitResult:
-    valid = float(np.isfinite(x).sum()) / max(expected, 1.0)
-    dx, dt = _steps(s, x, frame)
-    middle = (s[1:] + s[:-1]) / 2
-    target = schedule.velocity(middle)[:, axis] * dt
+    measured = np.isfinite(x)
+    valid = float(measured.sum()) / max(expected, 1.0)
+    s, x = s[measured], x[measured]  # a missing frame is bridged: its neighbours' displacement still counts
+    dx, _ = _steps(s, x, frame)
+    target = np.diff(schedule.position(s)[:, axis])
     good = np.isfinite(dx) & np.isfinite(target)
     if valid < MIN_VALID or good.sum() < 10 or not np.any(target[good] != 0):
         return PursuitResult(eye, axis_name, None, None, None, None, min(valid, 1.0), calibrated)
@@ -287,6 +288,8 @@ def _interpolated_crossing(s: np.ndarray, x: np.ndarray, start: int, stop: int, 
 
 def _saccades_one(eye: str, axis: int, s: np.ndarray, x: np.ndarray, steps: list, frame: float,
                   calibrated: bool) -> SaccadeResult:
+    measured = np.isfinite(x)
+    s, x = s[measured], x[measured]  # a missing frame is bridged
     dx, _ = _steps(s, x, frame)
     threshold = saccade_threshold(dx)
     latencies, gains = [], []
