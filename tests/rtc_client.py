@@ -76,7 +76,7 @@ class LocalProxy:
 
     async def state(self, session: aiohttp.ClientSession, room: dict[str, str]) -> dict[str, Any]:
         async with session.get(f"{self.base}/api/rooms/{room['room']}",
-                               params={"token": room["doctor_token"]}) as response:
+                               headers={"Authorization": f"Bearer {room['doctor_token']}"}) as response:
             assert response.status == 200, await response.text()
             return await response.json()
 

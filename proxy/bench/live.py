@@ -117,7 +117,8 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
             rss, peak = _memory_mb(pid)
             for index, (room, line) in enumerate(zip(rooms, lines, strict=True)):
                 doctor_fps = json.loads(line)["doctor_fps"] if line.strip() else 0.0
-                async with session.get(f"{base}/api/rooms/{room['room']}", params={"token": room["doctor_token"]}) as r:
+                async with session.get(f"{base}/api/rooms/{room['room']}",
+                                       headers={"Authorization": f"Bearer {room['doctor_token']}"}) as r:
                     state = await r.json()
                 samples.append({"t": round(elapsed, 1), "consult": index, "doctor_fps": doctor_fps,
                                 "mask_fps": state["mask"]["fps"], "dropped": state["mask"]["dropped"],

@@ -5,9 +5,13 @@ API (JSON; every error is ``{"error": "..."}``):
 * ``POST /api/rooms`` (``Authorization: Bearer <api key>``) -> 201 room and links
 * ``POST /api/rooms/{room}/offer`` ``{"token", "role": "patient"|"doctor", "sdp", "type": "offer"}`` ->
   ``{"sdp", "type": "answer", "role"}``; a token of the other role gets 403
-* ``GET /api/rooms/{room}?token=...`` -> who is connected, mask fps, dropped frames, latency
+* ``GET /api/rooms/{room}`` (``Authorization: Bearer <room token>``) -> who is connected, mask fps,
+  dropped frames, latency
 * ``DELETE /api/rooms/{room}`` (API key) -> 200, every peer closed
 * ``GET /api/config`` -> ICE servers for the pages (short-lived TURN credentials)
+
+Tokens never travel in a URL: the links carry them in the fragment (``/patient#room=R&token=T``), which
+browsers do not send, and an API request with ``token`` in its query string is refused (401).
 
 Operations: ``/healthz`` (the process answers), ``/readyz`` (it can take a new
 consult), ``/metrics`` (Prometheus). API calls are rate-limited per client
@@ -45,6 +49,10 @@ METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", "RateLimiter")
 READY = web.AppKey("ready", dict)
 MAX_SDP = 32 * 1024
+#: Longest credential (API key, room or metrics token) looked at; ours are far shorter.
+MAX_TOKEN = 256
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class RateLimiter:
@@ -71,27 +79,28 @@ def error(status: int, message: str) -> web.Response:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                      ) -> web.StreamResponse:
-    """Every failure of an API call is JSON with a clear message, never a stack trace; API calls are rate-limited."""
-    if request.path.startswith("/api/"):
-        if not request.app[LIMITER].allow(request.remote or "?"):
-            request.app[METRICS].requests.labels("429").inc()
-            return error(429, "too many requests; slow down")
-        response = await _json_errors(request, handler)
-        request.app[METRICS].requests.labels(f"{response.status // 100}xx").inc()
-        return response
-    return await _json_errors(request, handler)
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure of an API call is JSON with a clear message, never a stack trace; API calls are
+    rate-limited and may not carry a token in their query string."""
+    api = request.path.startswith("/api/")
+    response = await _json_errors(request, handler, api)
+    if api:
+        request.app[METRICS].requests.labels("429" if response.status == 429 else f"{response.status // 100}xx").inc()
+    return response
 
 
-async def _json_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
+async def _json_errors(request: web.Request, handler: Handler, api: bool) -> web.StreamResponse:
     try:
+        if api:
+            if not request.app[LIMITER].allow(request.remote or "?"):
+                return error(429, "too many requests; slow down")
+            if any(name.lower() == "token" for name in request.query):
+                return error(401, "a token in the URL is refused: send it as Authorization: Bearer <token>")
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
         return error(413, "request body too large")
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/") or exc.status < 400:
+        if not api or exc.status < 400:
             raise
         return error(exc.status, exc.reason)
     except asyncio.CancelledError:
@@ -99,6 +108,22 @@ async def _json_errors(request: web.Request, handler: Callable[[web.Request], Aw
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error")
+
+
+def _plausible_token(value: object) -> bool:
+    """A credential we could have issued: printable ASCII of sane length (anything else is not compared)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_TOKEN and value.isascii() and value.isprintable()
+
+
+def _bearer(request: web.Request, what: str) -> str | web.Response:
+    """The credential of ``Authorization: Bearer <credential>``, or a 401 that says what is missing."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not header[7:].strip():
+        return error(401, f"missing {what} (Authorization: Bearer <{what}>)")
+    credential = header[7:].strip()
+    if not _plausible_token(credential):
+        return error(401, "malformed Authorization header")
+    return credential
 
 
 def _check_api_key(request: web.Request) -> web.Response | None:
@@ -141,8 +166,9 @@ async def create_room(request: web.Request) -> web.Response:
         "room": room.id,
         "patient_token": room.patient_token,
         "doctor_token": room.doctor_token,
-        "patient_url": f"{base}/patient?room={room.id}&token={room.patient_token}",
-        "doctor_url": f"{base}/doctor?room={room.id}&token={room.doctor_token}",
+        # The fragment is never sent to a server (not to us, a reverse proxy's log, or a Referer).
+        "patient_url": f"{base}/patient#room={room.id}&token={room.patient_token}",
+        "doctor_url": f"{base}/doctor#room={room.id}&token={room.doctor_token}",
     }, status=201)
 
 
@@ -192,13 +218,22 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "role": role})
 
 
-async def room_state(request: web.Request) -> web.Response:
+def _room_reader(request: web.Request) -> Room | web.Response:
+    """The room of a room-scoped read, authenticated by ``Authorization: Bearer <room token>`` (either role)."""
     room = _room(request)
     if isinstance(room, web.Response):
         return room
-    role = _role(room, request.query.get("token"))
-    if isinstance(role, web.Response):
-        return role
+    token = _bearer(request, "room token")
+    if isinstance(token, web.Response):
+        return token
+    role = _role(room, token)
+    return role if isinstance(role, web.Response) else room
+
+
+async def room_state(request: web.Request) -> web.Response:
+    room = _room_reader(request)
+    if isinstance(room, web.Response):
+        return room
     return web.json_response(room.state())
 
 

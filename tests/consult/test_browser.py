@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import av
@@ -367,7 +368,7 @@ def window_delays(before: dict[str, Any], after: dict[str, Any]) -> dict[str, An
 
 async def room_state(session: aiohttp.ClientSession, server: TestServer, room: dict[str, str]) -> dict[str, Any]:
     async with session.get(server.make_url(f"/api/rooms/{room['room']}"),
-                           params={"token": room["doctor_token"]}) as response:
+                           headers={"Authorization": f"Bearer {room['doctor_token']}"}) as response:
         assert response.status == 200, await response.text()
         return await response.json()
 
@@ -389,12 +390,18 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
             await doctor_ctx.add_init_script(TRACK_PCS_JS)
             await patient_ctx.add_init_script(TRACK_PCS_JS)
             logs: list[str] = []
+            requested: list[str] = []  # every URL either page asked for: none may carry a token
             patient = await patient_ctx.new_page()
             doctor = await doctor_ctx.new_page()
             for name, page in (("patient", patient), ("doctor", doctor)):
                 page.on("pageerror", lambda exc, name=name: logs.append(f"{name} page error: {exc}"))
                 page.on("console", lambda msg, name=name: logs.append(f"{name} console {msg.type}: {msg.text}")
                         if msg.type in ("error", "warning") else None)
+                page.on("request", lambda request: requested.append(request.url))
+            # the links carry room and token in the fragment, which no request line, log or Referer sees
+            for role in ("patient", "doctor"):
+                link = urlsplit(room[f"{role}_url"])
+                assert link.query == "" and parse_qs(link.fragment)["token"] == [room[f"{role}_token"]], link
 
             # -- the patient joins first and waits (as in a clinic), then the doctor: connected, a face tracked,
             #    the masked video playing on both sides
@@ -410,6 +417,9 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
                            "the doctor to receive mask parameters with a face")
             await wait_for(doctor, "() => window.maskproxy.framesShown > 10", "the doctor's #patient-video to play")
             connected_s = time.monotonic() - started
+            # each page took the token out of its address bar once it had read it
+            addresses = [await page.evaluate("() => location.href") for page in (patient, doctor)]
+            assert not any("token" in address or "#" in address for address in addresses), addresses
 
             # -- frame rate on the doctor's side (the best 10 s window: other jobs may load the machine for a
             #    moment), the patient's self-view meanwhile, and the gaze traces
@@ -474,6 +484,9 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
     if logs:
         print("browser console:\n  " + "\n  ".join(logs[-20:]))
 
+    tokens = (room["patient_token"], room["doctor_token"])
+    assert requested and not [url for url in requested if any(token in url for token in tokens)], \
+        "a page put a token into a URL"
     assert rate["best_fps"] >= MIN_FPS, (
         f"the doctor's #patient-video played at {rate['best_fps']:.1f} fps at best over {FPS_WINDOW_S:.0f} s "
         f"(watched {rate['measured_s']:.0f} s), below {MIN_FPS} fps (server: {state['mask']}, in the window: {delays})")

@@ -199,7 +199,8 @@ async def test_logs_carry_no_tokens_keys_or_sdp() -> None:
                                         json={"token": room["patient_token"], "role": "patient", "type": "offer",
                                               "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\na=ice-pwd:LEAKME\r\n"}) as r:
                     assert r.status == 400
-                async with session.get(f"{base}/api/rooms/{room['room']}", params={"token": room["doctor_token"]}):
+                async with session.get(f"{base}/api/rooms/{room['room']}",
+                                       headers={"Authorization": f"Bearer {room['doctor_token']}"}):
                     pass
                 try:
                     clients = [Client(base, room["room"], room["doctor_token"], "doctor"),

@@ -125,7 +125,8 @@ async def test_tokens_rooms_and_replay(proxy: LocalProxy, session: aiohttp.Clien
     for token in (room["patient_token"], room["doctor_token"]):
         status, body = await post_offer(proxy, session, room["room"], token, sdp)
         assert status == 404 and body == {"error": "no such room"}
-        async with session.get(f"{proxy.base}/api/rooms/{room['room']}", params={"token": token}) as response:
+        async with session.get(f"{proxy.base}/api/rooms/{room['room']}",
+                               headers={"Authorization": f"Bearer {token}"}) as response:
             assert response.status == 404
     async with session.delete(f"{proxy.base}/api/rooms/{room['room']}",
                               headers={"Authorization": f"Bearer {KEY}"}) as response:

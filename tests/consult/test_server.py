@@ -39,6 +39,10 @@ def url(server: TestServer, path: str) -> str:
     return str(server.make_url(path))
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def create(server: TestServer, session: aiohttp.ClientSession) -> dict[str, str]:
     async with session.post(url(server, "/api/rooms"), headers={"Authorization": f"Bearer {KEY}"}) as response:
         assert response.status == 201
@@ -64,8 +68,8 @@ async def test_create_room_and_tokens(server: TestServer, session: aiohttp.Clien
     assert set(room) == {"room", "patient_token", "doctor_token", "patient_url", "doctor_url"}
     assert room["patient_token"] != room["doctor_token"]
     assert len(room["patient_token"]) >= 22  # >= 128 bits in url-safe base64
-    assert room["patient_url"].endswith(f"/patient?room={room['room']}&token={room['patient_token']}")
-    async with session.get(url(server, f"/api/rooms/{room['room']}"), params={"token": room["doctor_token"]}) as r:
+    assert room["patient_url"].endswith(f"/patient#room={room['room']}&token={room['patient_token']}")
+    async with session.get(url(server, f"/api/rooms/{room['room']}"), headers=bearer(room["doctor_token"])) as r:
         state = await r.json()
     assert r.status == 200
     assert state["patient"]["connected"] is False and state["doctor"]["connected"] is False
@@ -108,7 +112,7 @@ async def test_offer_errors(server: TestServer, session: aiohttp.ClientSession) 
     async with session.post(url(server, "/api/rooms/nosuchroom/offer"),
                             json={"token": token, "role": "patient", "sdp": "v=0\r\n", "type": "offer"}) as response:
         assert response.status == 404
-    async with session.get(url(server, f"/api/rooms/{room['room']}"), params={"token": "x"}) as response:
+    async with session.get(url(server, f"/api/rooms/{room['room']}"), headers=bearer("x")) as response:
         assert response.status == 403
     async with session.get(url(server, f"/api/rooms/{room['room']}")) as response:
         assert response.status == 401
@@ -122,7 +126,7 @@ async def test_capacity_and_delete(server: TestServer, session: aiohttp.ClientSe
                               headers={"Authorization": f"Bearer {KEY}"}) as response:
         assert response.status == 200
     async with session.get(url(server, f"/api/rooms/{rooms[0]['room']}"),
-                           params={"token": rooms[0]["doctor_token"]}) as response:
+                           headers=bearer(rooms[0]["doctor_token"])) as response:
         assert response.status == 404
     async with session.delete(url(server, "/api/rooms/nosuchroom"),
                               headers={"Authorization": f"Bearer {KEY}"}) as response:
@@ -175,7 +179,7 @@ async def test_masked_consult(server: TestServer, session: aiohttp.ClientSession
             assert min(np.abs(thumb - s).mean() for s in small) > 12
         assert found >= 8
         async with session.get(url(server, f"/api/rooms/{room['room']}"),
-                               params={"token": room["doctor_token"]}) as response:
+                               headers=bearer(room["doctor_token"])) as response:
             state = await response.json()
         assert state["patient"]["connected"] and state["doctor"]["connected"]
         assert state["mask"]["fps"] >= 15
@@ -202,7 +206,7 @@ async def test_reload_replaces_and_close_releases(server: TestServer, session: a
     await second.close()
     state_url = url(server, f"/api/rooms/{room['room']}")
     for _ in range(40):
-        async with session.get(state_url, params={"token": room["doctor_token"]}) as response:
+        async with session.get(state_url, headers=bearer(room["doctor_token"])) as response:
             state = await response.json()
         if not state["patient"]["connected"]:
             break

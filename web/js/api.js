@@ -13,10 +13,12 @@ export class ApiError extends Error {
  * Call the API and return the parsed JSON body.
  * Throws ApiError with the server's message on any non-2xx answer.
  */
-export async function api(path, { method = 'GET', body, apiKey, signal } = {}) {
+export async function api(path, { method = 'GET', body, apiKey, token, signal } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  // The API key (start page) or the room token (consult pages) travel in a header, never in the URL.
+  const credential = apiKey || token;
+  if (credential) headers.Authorization = `Bearer ${credential}`;
 
   let res;
   try {
@@ -56,17 +58,38 @@ export async function getIceServers() {
   }
 }
 
-/** Room id and token from the page's query string (?room=R&token=T), or null if missing. */
+const LINK_STORAGE = `maskproxy.link:${location.pathname}`; // sessionStorage: this tab only, gone when it closes
+
+/**
+ * Room id and token from the link's fragment (#room=R&token=T), or null if missing.
+ * The fragment is never sent to a server; once read it is taken out of the address bar and the
+ * history entry (kept in this tab's sessionStorage, so reloading the page still works).
+ */
 export function roomFromUrl() {
-  const q = new URLSearchParams(location.search);
+  const q = new URLSearchParams(location.hash.slice(1));
   const room = q.get('room');
   const token = q.get('token');
-  return room && token ? { room, token } : null;
+  if (room && token) {
+    try {
+      sessionStorage.setItem(LINK_STORAGE, JSON.stringify({ room, token }));
+    } catch {
+      // storage disabled: a reload then needs the link again
+    }
+    history.replaceState(history.state, '', location.pathname);
+    return { room, token };
+  }
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(LINK_STORAGE) || 'null');
+    if (saved && typeof saved.room === 'string' && typeof saved.token === 'string') return saved;
+  } catch {
+    // nothing usable saved
+  }
+  return null;
 }
 
 /** GET the room status: {patient: {connected}, doctor: {connected}, mask: {...}}. */
 export function getRoomStatus(room, token, signal) {
-  return api(`/api/rooms/${encodeURIComponent(room)}?token=${encodeURIComponent(token)}`, { signal });
+  return api(`/api/rooms/${encodeURIComponent(room)}`, { token, signal });
 }
 
 /**
