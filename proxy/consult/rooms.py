@@ -159,6 +159,10 @@ class Room:
         self.created = time.monotonic()
         self.last_active = self.created
         self.peers: dict[str, Peer] = {}
+        #: Every peer connection this room opened and has not closed yet (current, negotiating or displaced):
+        #: all are closed with the room.
+        self.connections: set[RTCPeerConnection] = set()
+        self._negotiating = {PATIENT: asyncio.Lock(), DOCTOR: asyncio.Lock()}
         self.stats = RollingStats()
         self.relay = MediaRelay()
         self.face = False
@@ -208,9 +212,17 @@ class Room:
 
     # -- negotiation -----------------------------------------------------
     async def answer(self, role: str, sdp: str) -> RTCSessionDescription:
-        """Accept ``role``'s offer, replacing its previous connection, and return the answer."""
-        if self.closed:
-            raise RoomClosed("the room is closed")
+        """Accept ``role``'s offer, replacing its previous connection, and return the answer.
+
+        One negotiation per role at a time: offers that arrive together are answered in turn, each
+        replacing (and closing) the connection before it, so a role never holds two connections.
+        """
+        async with self._negotiating[role]:
+            if self.closed:
+                raise RoomClosed("the room is closed")
+            return await self._answer(role, sdp)
+
+    async def _answer(self, role: str, sdp: str) -> RTCSessionDescription:
         self.last_active = time.monotonic()
         old = self.peers.pop(role, None)
         if old is not None:
@@ -221,7 +233,10 @@ class Room:
                 self._send_text(old, json.dumps({"replaced": True}))
                 await asyncio.sleep(REPLACED_NOTICE_S)
             await self._close_peer(old)
+            if self.closed:
+                raise RoomClosed("the room is closed")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=rtc_ice_servers(self.config)))
+        self.connections.add(pc)
         peer = Peer(role, pc)
         self.peers[role] = peer
         try:
@@ -309,6 +324,8 @@ class Room:
 
     def _incoming(self, peer: Peer, track: MediaStreamTrack) -> None:
         """A browser's track arrived. The patient's video goes to the worker and nowhere else."""
+        if self.closed or self.peers.get(peer.role) is not peer:
+            return  # a closed room or a displaced connection: nothing of it is used
         if peer.role == PATIENT and track.kind == "video":
             if peer.camera is not None:
                 return  # only the first camera track is masked; any other is ignored, never forwarded
@@ -321,27 +338,38 @@ class Room:
             return
         peer.relayable[track.kind] = track
 
+    def _current(self, peer: Peer) -> bool:
+        """Whether ``peer`` is its role's connection in an open room (not displaced, not closed)."""
+        return not self.closed and self.peers.get(peer.role) is peer
+
     async def _consume_camera(self, peer: Peer, track: MediaStreamTrack) -> None:
-        worker = self._ensure_worker()
+        """Feed ``peer``'s camera to the worker while it is the room's patient; a closed room starts no worker."""
+        worker = self._ensure_worker() if self._current(peer) else None
         first = True
-        while True:
+        while self._current(peer):
             try:
                 frame = await track.recv()
             except MediaStreamError:
+                return
+            if not self._current(peer):
                 return
             if first:
                 log.info("room %s: camera %dx%d", self.id, frame.width, frame.height)
                 first = False
             self.last_active = time.monotonic()
-            if self._worker is not worker or not worker.alive:
+            if worker is None or self._worker is not worker or not worker.alive:
                 worker = self._ensure_worker()
-            if worker.alive:
+            if worker is not None and worker.alive:
                 worker.submit(frame, time.monotonic())
             # else: the worker died and is not restarted yet: the frame is dropped, the doctor sees the card
 
     # -- masking ---------------------------------------------------------
-    def _ensure_worker(self) -> MaskWorker:
-        """The running worker; a dead one is replaced, at most once per ``RESTART_BACKOFF`` seconds."""
+    def _ensure_worker(self) -> MaskWorker | None:
+        """The running worker; a dead one is replaced, at most once per ``RESTART_BACKOFF`` seconds.
+
+        None once the room is closed: no worker ever starts for a closed room."""
+        if self.closed:
+            return None
         worker = self._worker
         if worker is not None and worker.alive:
             return worker
@@ -351,7 +379,7 @@ class Room:
                 self._worker_died = now
                 self.metrics.errors.inc()
                 log.error("room %s: masking worker died; restarting it", self.id)
-            if now - self._worker_died < RESTART_BACKOFF or self.closed:
+            if now - self._worker_died < RESTART_BACKOFF:
                 return worker  # dead: frames are dropped until the restart, the doctor sees the card
         self._worker_died = None
         self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
@@ -490,6 +518,7 @@ class Room:
         for track in [*peer.relayable.values(), *([peer.camera] if peer.camera is not None else [])]:
             track.stop()
         await peer.pc.close()
+        self.connections.discard(peer.pc)
         if peer.role == PATIENT and PATIENT not in self.peers and self._worker is not None:
             worker, self._worker = self._worker, None
             await asyncio.to_thread(worker.stop)
@@ -505,6 +534,9 @@ class Room:
         for peer in list(self.peers.values()):
             await self._close_peer(peer)
         self.peers.clear()
+        for pc in list(self.connections):  # negotiating or displaced: not in peers, closed all the same
+            await pc.close()
+        self.connections.clear()
         self.masked.stop()
         if self._worker is not None:
             worker, self._worker = self._worker, None

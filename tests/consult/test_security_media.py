@@ -8,6 +8,9 @@ participant), real VP8 packets on the wire.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -109,3 +112,80 @@ async def test_a_camera_sent_with_the_doctors_link_reaches_no_one(
     finally:
         for client in (victim, confused):
             await client.close()
+
+
+# -- 14.2: concurrent offers for one role -------------------------------------------------------------
+
+
+async def receiving(clients: list[Client], name: str, seconds: float = 2.0) -> list[Client]:
+    """The clients whose ``name`` stream (``masked``: what the proxy sends them) grew over ``seconds``."""
+    before = [c.receivers[name].count if name in c.receivers else 0 for c in clients]
+    await asyncio.sleep(seconds)
+    return [c for c, n in zip(clients, before, strict=True) if name in c.receivers and c.receivers[name].count > n]
+
+
+def mask_workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "mask-worker" and t.is_alive()]
+
+
+async def test_concurrent_offers_leave_one_connection_per_role_and_delete_closes_them_all(
+        proxy: LocalProxy, session: aiohttp.ClientSession) -> None:
+    room = await proxy.create_room(session)
+    live = proxy.registry.get(room["room"])
+    first = proxy.client(room, "doctor")
+    doctors = [first] + [proxy.client(room, "doctor") for _ in range(4)]
+    patients = [proxy.client(room, "patient", frames=[camera_pattern(160, 120)], fps=10) for _ in range(3)]
+    try:
+        await first.connect(session)
+        await first.wait_connected()
+        # four doctor offers and three patient offers at once, while a doctor is connected
+        # (each is answered in turn; which one ends up connected does not matter, that only one does)
+        await asyncio.gather(*(client.connect(session) for client in doctors[1:] + patients), return_exceptions=True)
+        await wait_for(lambda: any(c.receivers.get("masked") and c.receivers["masked"].count > 10
+                                   for c in doctors), 20)
+        await wait_for(lambda: any(c.receivers.get("masked") and c.receivers["masked"].count > 5
+                                   for c in patients), 20)
+        await asyncio.sleep(1.0)  # a displaced connection's last frames in flight
+        assert len(await receiving(doctors, "masked")) == 1, "more than one doctor connection gets the patient"
+        assert len(await receiving(doctors, "audio")) == 1, "more than one doctor connection gets the patient's audio"
+        assert len(await receiving(patients, "masked")) == 1, "more than one patient connection is served"
+        assert len(live.connections) == 2 and {p.pc for p in live.peers.values()} == live.connections
+        assert len(mask_workers()) == 1
+
+        pcs = set(live.connections)
+        async with session.delete(f"{proxy.base}/api/rooms/{room['room']}",
+                                  headers={"Authorization": f"Bearer {KEY}"}) as response:
+            assert response.status == 200
+        await asyncio.sleep(0.5)
+        assert not await receiving(doctors + patients, "masked"), "a connection still gets media after DELETE"
+        assert not await receiving(doctors, "audio", 1.0)
+        assert all(pc.connectionState == "closed" for pc in pcs) and not live.connections
+        assert not mask_workers(), "a masking worker still runs for the deleted room"
+    finally:
+        for client in doctors + patients:
+            await client.close()
+
+
+async def test_a_late_offer_for_a_closed_room_starts_no_worker(
+        proxy: LocalProxy, session: aiohttp.ClientSession) -> None:
+    """A patient offer still being answered when its room is deleted: 404, and no worker starts, then or later."""
+    room = await proxy.create_room(session)
+    live = proxy.registry.get(room["room"])
+    patient = proxy.client(room, "patient", frames=[camera_pattern(160, 120)], fps=10)
+    try:
+        offer = asyncio.create_task(patient.connect(session))
+        await wait_for(lambda: live.peers, 5, step=0.001)
+        async with session.delete(f"{proxy.base}/api/rooms/{room['room']}",
+                                  headers={"Authorization": f"Bearer {KEY}"}) as response:
+            assert response.status == 200
+        try:
+            await offer  # answered before the delete landed, or refused
+        except RuntimeError as exc:
+            assert "404" in str(exc)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert not mask_workers(), "a worker started for a closed room"
+            await asyncio.sleep(0.1)
+        assert not live.connections and not live.peers
+    finally:
+        await patient.close()
