@@ -7,8 +7,8 @@ API (JSON; every error is ``{"error": "..."}``):
   ``{"sdp", "type": "answer", "role"}``; a token of the other role gets 403
 * ``GET /api/rooms/{room}`` (``Authorization: Bearer <room token>``) -> who is connected, mask fps,
   dropped frames, latency
+* ``GET /api/rooms/{room}/ice`` (room token) -> ICE servers for that room's pages (short-lived TURN credentials)
 * ``DELETE /api/rooms/{room}`` (API key) -> 200, every peer closed
-* ``GET /api/config`` -> ICE servers for the pages (short-lived TURN credentials)
 
 Tokens never travel in a URL: the links carry them in the fragment (``/patient#room=R&token=T``), which
 browsers do not send, and an API request with ``token`` in its query string is refused (401).
@@ -36,7 +36,7 @@ from aiohttp import web
 
 from proxy.consult import aiortc_speedups
 from proxy.consult.config import Config
-from proxy.consult.ice import ice_servers
+from proxy.consult.ice import ice_servers, static_turn_for_pages
 from proxy.consult.metrics import Metrics
 from proxy.consult.rooms import DOCTOR, PATIENT, IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
 from proxy.resources import WEB
@@ -237,6 +237,15 @@ async def room_state(request: web.Request) -> web.Response:
     return web.json_response(room.state())
 
 
+async def room_ice(request: web.Request) -> web.Response:
+    """ICE servers for this room's pages: STUN, and TURN only with short-lived REST credentials for this room."""
+    room = _room_reader(request)
+    if isinstance(room, web.Response):
+        return room
+    return web.json_response({"ice_servers": ice_servers(request.app[CONFIG], room.id)},
+                             headers={"Cache-Control": "no-store"})
+
+
 async def delete_room(request: web.Request) -> web.Response:
     denied = _check_api_key(request)
     if denied:
@@ -244,11 +253,6 @@ async def delete_room(request: web.Request) -> web.Response:
     if not await request.app[REGISTRY].remove(request.match_info["room"]):
         return error(404, "no such room")
     return web.json_response({"room": request.match_info["room"], "closed": True})
-
-
-async def client_config(request: web.Request) -> web.Response:
-    return web.json_response({"ice_servers": ice_servers(request.app[CONFIG])},
-                             headers={"Cache-Control": "no-store"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -292,7 +296,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_post("/api/rooms/{room}/offer", offer)
     app.router.add_get("/api/rooms/{room}", room_state)
     app.router.add_delete("/api/rooms/{room}", delete_room)
-    app.router.add_get("/api/config", client_config)
+    app.router.add_get("/api/rooms/{room}/ice", room_ice)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -362,6 +366,17 @@ def ssl_context(config: Config, folder: Path) -> ssl.SSLContext | None:
     return context
 
 
+def startup_warnings(config: Config, tls: bool) -> list[str]:
+    """What an operator must hear before the first consult: settings that leave something exposed."""
+    warnings = []
+    if static_turn_for_pages(config):
+        warnings.append(
+            "TURN has a static password (turn_username/turn_password): the proxy's own connections use it, but "
+            "pages get STUN only, never the password, so a browser that needs a relay cannot connect. Set "
+            "turn_secret (coturn use-auth-secret) to hand pages short-lived credentials instead.")
+    return warnings
+
+
 def run_server(config: Config) -> int:
     """Serve until SIGINT/SIGTERM; prints the URL and, when generated, the API key (never a given one)."""
     generated = not config.api_key
@@ -374,6 +389,8 @@ def run_server(config: Config) -> int:
         print(f"maskproxy serving on {scheme}://{config.host}:{config.port}/", flush=True)
         if generated:
             print(f"API key (generated; set MASKPROXY_API_KEY to choose one): {config.api_key}", flush=True)
+        for warning in startup_warnings(config, tls=context is not None):
+            log.warning("%s", warning)
         web.run_app(app, host=config.host, port=config.port, ssl_context=context, print=None,
                     shutdown_timeout=3.0, access_log=None, handle_signals=True)
     return 0

@@ -1,5 +1,6 @@
 """A consult through a real TURN server (coturn on loopback) with the short-lived REST credentials
-the proxy hands out: both browsers relay-only, so every media packet goes through coturn."""
+the proxy hands out to a room's token holders: both browsers relay-only, so every media packet goes
+through coturn."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import shutil
 import socket
 import subprocess
@@ -72,20 +74,24 @@ async def test_consult_through_coturn_with_rest_credentials(coturn: tuple[int, P
     url = f"turn:127.0.0.1:{port}?transport=udp"
     config = Config(api_key=KEY, ice_servers=[url], turn_secret=SECRET, turn_ttl=600)
     async with LocalProxy(config, NeutralPipeline) as proxy, aiohttp.ClientSession() as session:
-        async with session.get(f"{proxy.base}/api/config") as response:
+        room = await proxy.create_room(session)
+        ice_url = f"{proxy.base}/api/rooms/{room['room']}/ice"
+        async with session.get(ice_url) as response:
+            assert response.status == 401  # no room token, no TURN credentials
+        async with session.get(ice_url, headers={"Authorization": f"Bearer {room['patient_token']}"}) as response:
             assert response.status == 200 and response.headers["Cache-Control"] == "no-store"
-            servers = (await response.json())["ice_servers"]
+            text = await response.text()
+        servers = json.loads(text)["ice_servers"]
         assert len(servers) == 1 and servers[0]["urls"] == [url]
         username, credential = servers[0]["username"], servers[0]["credential"]
         expiry, user = username.split(":", 1)
-        assert user and 590 <= int(expiry) - time.time() <= 610  # expires after turn_ttl
+        assert user == room["room"] and 590 <= int(expiry) - time.time() <= 610  # this room's, expiring after turn_ttl
         assert credential == base64.b64encode(hmac.new(SECRET.encode(), username.encode(), hashlib.sha1).digest()
                                               ).decode()
-        assert SECRET not in await (await session.get(f"{proxy.base}/api/config")).text()
+        assert SECRET not in text
 
         relay_only = RTCConfiguration(iceServers=[RTCIceServer(urls=url, username=username, credential=credential)],
                                       iceTransportPolicy=RTCIceTransportPolicy.RELAY)
-        room = await proxy.create_room(session)
         doctor = proxy.client(room, "doctor", configuration=relay_only, thumbs=True)
         patient = proxy.client(room, "patient", frames=[camera_pattern()], fps=15, configuration=relay_only)
         await doctor.connect(session)

@@ -48,10 +48,10 @@ export async function api(path, { method = 'GET', body, apiKey, token, signal } 
   return data;
 }
 
-/** ICE servers for RTCPeerConnection; an empty list if the proxy does not offer any. */
-export async function getIceServers() {
+/** ICE servers for this room's RTCPeerConnection; an empty list if the proxy does not offer any. */
+export async function getIceServers(room, token) {
   try {
-    const config = await api('/api/config');
+    const config = await api(`/api/rooms/${encodeURIComponent(room)}/ice`, { token });
     return Array.isArray(config?.ice_servers) ? config.ice_servers : [];
   } catch {
     return [];

@@ -135,7 +135,7 @@ export class Call {
     if (this.closed) return;
     this.#dropPc();
     // Fetch the ICE config each time: TURN credentials may be short-lived.
-    const iceServers = await getIceServers();
+    const iceServers = await getIceServers(this.room, this.token);
     if (this.closed) return;
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
