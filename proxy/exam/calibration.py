@@ -41,6 +41,13 @@ MIN_COVERED = 0.5
 GAIN_RANGE = (0.3, 3.0)
 
 
+#: What a doctor should know about a calibration.
+CAVEAT = ("Valid while the patient sits as during the calibration, with the same glasses: the targets' angles come "
+          "from the screen's size and the viewing distance, so moving closer or further, or turning the head, "
+          "shifts the map; calibrate again after such a change. The residual is the fit's error at the five points; "
+          "between and beyond them the error can be larger.")
+
+
 class CalibrationError(ValueError):
     """A calibration that could not be fitted, with what the patient or doctor can do about it."""
 
@@ -66,7 +73,8 @@ class EyeCalibration:
                 "precision_deg": round(self.precision_deg, 2), "points": self.points,
                 "gain_yaw": round(float(self.matrix[0, 0]), 3), "gain_pitch": round(float(self.matrix[1, 1]), 3),
                 "other_eye_covered": round(self.covered_fraction, 2),
-                "units": {"residual_deg": "deg of visual angle", "precision_deg": "deg of visual angle"}}
+                "units": {"residual_deg": "deg of visual angle", "precision_deg": "deg of visual angle"},
+                "caveat": CAVEAT}
 
 
 def fixation_medians(traces: Traces, schedule: TargetSchedule, eye: str, origin: float = 0.0

@@ -152,6 +152,8 @@ def _options(spec: dict[str, Option], given: dict[str, Any], where: str) -> dict
 
 def parse_message(data: str | bytes, role: Role) -> Message:
     """One data-channel message from ``role``, validated; raises :class:`Rejected` with the reason."""
+    if not isinstance(data, str | bytes):
+        raise Rejected("malformed", "a message is text or bytes")
     size = len(data.encode() if isinstance(data, str) else data)
     if size > MAX_MESSAGE_BYTES:
         raise Rejected("oversized", f"message over {MAX_MESSAGE_BYTES} bytes")

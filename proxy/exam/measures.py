@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -570,11 +571,18 @@ class Oscillation:
     confidence: float
     #: Fitted periodic waveform over one period, (200, 2) yaw and pitch, deg.
     waveform: np.ndarray
+    #: Sine and cosine coefficients of each harmonic, (2 x harmonics, 2).
+    coefficients: np.ndarray
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        """The periodic part at times ``t`` (s), (n, 2) deg."""
+        return _harmonic_columns(t, self.frequency_hz) @ self.coefficients
 
     @property
     def peak_to_peak(self) -> tuple[float, float]:
         return tuple(float(v) for v in np.ptp(self.waveform, axis=0))  # type: ignore[return-value]
 
+    @cached_property
     def principal(self) -> np.ndarray:
         """The waveform along its main direction (deg), that direction pointing + yaw or + pitch."""
         centred = self.waveform - self.waveform.mean(axis=0)
@@ -584,7 +592,7 @@ class Oscillation:
 
     @property
     def amplitude(self) -> float:
-        return float(np.ptp(self.principal()))
+        return float(np.ptp(self.principal))
 
 
 def _design(t: np.ndarray, frequency: float, harmonics: int) -> np.ndarray:
@@ -599,19 +607,38 @@ def _harmonics(frequency: float) -> int:
     return max(1, min(MAX_HARMONICS, int(MAX_HARMONIC_HZ / frequency + 1e-9)))
 
 
-def fit_oscillation(t: np.ndarray, gaze: np.ndarray, frequency: float) -> Oscillation:
-    """Least-squares periodic waveform at ``frequency`` (with harmonics) over a quadratic trend."""
-    harmonics = _harmonics(frequency)
-    design = _design(t, frequency, harmonics)
-    solution, *_ = np.linalg.lstsq(design, gaze, rcond=None)
-    trend, *_ = np.linalg.lstsq(design[:, :3], gaze, rcond=None)
-    ss_trend = float(np.sum((gaze - design[:, :3] @ trend) ** 2))
-    ss_full = float(np.sum((gaze - design @ solution) ** 2))
+def _periodic_fit(t: np.ndarray, gaze: np.ndarray, frequency: float) -> tuple[float, np.ndarray]:
+    """Residual sum of squares and coefficients of the waveform at ``frequency`` over a quadratic trend."""
+    design = _design(t, frequency, _harmonics(frequency))
+    try:
+        solution = np.linalg.solve(design.T @ design, design.T @ gaze)
+    except np.linalg.LinAlgError:
+        solution, *_ = np.linalg.lstsq(design, gaze, rcond=None)
+    return float(np.sum((gaze - design @ solution) ** 2)), solution
+
+
+def _trend_ss(t: np.ndarray, gaze: np.ndarray) -> float:
+    design = _design(t, 1.0, 0)
+    trend, *_ = np.linalg.lstsq(design, gaze, rcond=None)
+    return float(np.sum((gaze - design @ trend) ** 2))
+
+
+def _harmonic_columns(t: np.ndarray, frequency: float) -> np.ndarray:
+    return np.column_stack([f(2 * np.pi * n * frequency * t) for n in range(1, _harmonics(frequency) + 1)
+                            for f in (np.sin, np.cos)])
+
+
+def _oscillation(frequency: float, ss_full: float, ss_trend: float, solution: np.ndarray) -> Oscillation:
     confidence = 1 - ss_full / ss_trend if ss_trend > 0 else 0.0
     phase = np.linspace(0, 1 / frequency, 200, endpoint=False)
-    periodic = np.column_stack([f(2 * np.pi * n * frequency * phase) for n in range(1, harmonics + 1)
-                                for f in (np.sin, np.cos)])
-    return Oscillation(frequency, max(0.0, confidence), periodic @ solution[3:])
+    return Oscillation(frequency, max(0.0, confidence), _harmonic_columns(phase, frequency) @ solution[3:],
+                       solution[3:])
+
+
+def fit_oscillation(t: np.ndarray, gaze: np.ndarray, frequency: float) -> Oscillation:
+    """Least-squares periodic waveform at ``frequency`` (with harmonics) over a quadratic trend."""
+    ss_full, solution = _periodic_fit(t, gaze, frequency)
+    return _oscillation(frequency, ss_full, _trend_ss(t, gaze), solution)
 
 
 def dominant_oscillation(t: np.ndarray, gaze: np.ndarray) -> Oscillation | None:
@@ -621,7 +648,7 @@ def dominant_oscillation(t: np.ndarray, gaze: np.ndarray) -> Oscillation | None:
     by straight lines), Hann-weighted and zero-padded; the peak is refined by a parabola through the
     neighbouring bins and by the best of a few waveform fits around it, on the samples themselves.
     """
-    if len(t) < 20:
+    if len(t) < 20 or np.any(np.diff(t) <= 0):
         return None
     frame = float(np.median(np.diff(t)))
     grid = np.arange(t[0], t[-1] + frame / 2, frame)
@@ -641,8 +668,9 @@ def dominant_oscillation(t: np.ndarray, gaze: np.ndarray) -> Oscillation | None:
     a, b, c = np.log(power[peak - 1: peak + 2] + 1e-30)
     shift = 0.5 * (a - c) / (a - 2 * b + c) if a - 2 * b + c < 0 else 0.0
     frequency = float(frequencies[peak] + shift * (frequencies[1] - frequencies[0]))
-    fits = [fit_oscillation(t, gaze, frequency + step) for step in REFINE_HZ]
-    return max(fits, key=lambda fit: fit.confidence)
+    candidates = [(frequency + step, *_periodic_fit(t, gaze, frequency + step)) for step in REFINE_HZ]
+    best, ss_full, solution = min(candidates, key=lambda candidate: candidate[1])
+    return _oscillation(best, ss_full, _trend_ss(t, gaze), solution)
 
 
 @dataclass(frozen=True)
@@ -672,7 +700,7 @@ class NystagmusResult(Result):
 
 def _beating(oscillation: Oscillation, direction: str) -> str:
     """"pendular", or which way the fast phase goes, from the patient's side."""
-    waveform = oscillation.principal()
+    waveform = oscillation.principal
     velocity = np.gradient(np.concatenate([waveform, waveform[:1]]))[:-1]
     fast_positive = velocity.max() / max(-velocity.min(), 1e-9)
     if max(fast_positive, 1 / max(fast_positive, 1e-9)) < JERK_RATIO:
@@ -707,6 +735,7 @@ def nystagmus(traces: Traces, window_s: float = NYSTAGMUS_WINDOW_S) -> list[Nyst
             found[eye] = (None, f"below {MIN_NYSTAGMUS_DEG} deg")
         else:
             found[eye] = (oscillation, None)
+    conjugate = _conjugate(found, series)
     out = []
     for eye in EYES:
         oscillation, reason = found[eye]
@@ -719,24 +748,23 @@ def nystagmus(traces: Traces, window_s: float = NYSTAGMUS_WINDOW_S) -> list[Nyst
         else:
             direction = "both"
         out.append(NystagmusResult(eye, True, oscillation.frequency_hz, oscillation.amplitude, horizontal, vertical,
-                                   direction, _beating(oscillation, direction),
-                                   _conjugate(eye, found, series), oscillation.confidence, None))
+                                   direction, _beating(oscillation, direction), conjugate,
+                                   oscillation.confidence, None))
     return out
 
 
-def _conjugate(eye: str, found: dict[str, tuple[Oscillation | None, str | None]],
+def _conjugate(found: dict[str, tuple[Oscillation | None, str | None]],
                series: dict[str, tuple[np.ndarray, np.ndarray]]) -> bool | None:
-    """Whether the other eye beats with this one: same frequency, in phase, similar size. None if unmeasured."""
-    mine, (theirs, _) = found[eye][0], found[other(eye)]
-    if other(eye) not in series:
+    """Whether the eyes beat together: same frequency, in phase, similar size. None if an eye is unmeasured."""
+    if set(series) != set(EYES):
         return None
-    if mine is None or theirs is None or abs(mine.frequency_hz - theirs.frequency_hz) > 0.3:
+    right, left = found["right"][0], found["left"][0]
+    if right is None or left is None or abs(right.frequency_hz - left.frequency_hz) > 0.3:
         return False
-    frequency = (mine.frequency_hz + theirs.frequency_hz) / 2
-    a = fit_oscillation(*series[eye], frequency).waveform
-    b = fit_oscillation(*series[other(eye)], frequency).waveform
+    t = np.union1d(series["right"][0], series["left"][0])
+    a, b = right.at(t), left.at(t)
     correlation = float(np.sum(a * b) / math.sqrt(float(np.sum(a * a) * np.sum(b * b)) or 1.0))
-    ratio = mine.amplitude / max(theirs.amplitude, 1e-9)
+    ratio = right.amplitude / max(left.amplitude, 1e-9)
     return correlation >= 0.5 and 0.5 <= ratio <= 2.0
 
 
@@ -824,11 +852,10 @@ class BlinkTracker:
         if aperture is not None and not math.isfinite(aperture):
             aperture = None
         was_closed = self.counter.is_closed
-        level = self.counter.level()
         ended = self.counter.update(aperture, t)
         if aperture is not None and self.counter.is_closed:
-            if not was_closed:
-                self._level, self._lowest, self._closed = level, aperture, 0
+            if not was_closed:  # the open level the rule just used, give or take this one sample
+                self._level, self._lowest, self._closed = self.counter.level(), aperture, 0
             self._lowest = min(self._lowest, aperture)
             self._closed += 1
         if not ended:

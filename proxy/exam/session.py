@@ -177,8 +177,11 @@ class ExamSession:
         if command.test == "stop":
             return self._finish("doctor") if self._test is not None else []
         screen = self._screen()
-        schedule = build(command.test, command.options, screen)
-        if schedule.duration_s > MAX_TEST_S:
+        try:
+            schedule = build(command.test, command.options, screen)
+        except ValueError:
+            schedule = None
+        if schedule is None or schedule.duration_s > MAX_TEST_S:
             self.ignored["out_of_range"] += 1
             return []
         out = self._finish("replaced") if self._test is not None else []

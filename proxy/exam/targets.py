@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -112,23 +113,22 @@ class TargetSchedule:
     def segment_index(self, t: np.ndarray | float) -> np.ndarray:
         """Index of the segment each time falls in; -1 before the start and after the end."""
         t = np.atleast_1d(np.asarray(t, dtype=float))
-        starts = np.array([s.start_s for s in self.segments])
-        index = np.searchsorted(starts, t, side="right") - 1
-        ends = np.array([s.end_s for s in self.segments])
-        inside = (index >= 0) & (t < ends[np.clip(index, 0, None)])
+        index = np.searchsorted(self._columns[:, 0], t, side="right") - 1
+        inside = (index >= 0) & (t < self._columns[np.clip(index, 0, None), 1])
         return np.where(inside, index, -1)
 
+    @cached_property
     def _columns(self) -> np.ndarray:
-        return np.array([[s.start_s, s.yaw, s.pitch, s.amp_yaw, s.amp_pitch, s.frequency_hz]
+        return np.array([[s.start_s, s.end_s, s.yaw, s.pitch, s.amp_yaw, s.amp_pitch, s.frequency_hz]
                          for s in self.segments])
 
     def position(self, t: np.ndarray | float) -> np.ndarray:
         """Target (yaw, pitch) in degrees at each time, shape (n, 2); NaN outside the schedule."""
         t = np.atleast_1d(np.asarray(t, dtype=float))
         index = self.segment_index(t)
-        c = self._columns()[np.clip(index, 0, None)]
-        phase = np.sin(2 * np.pi * c[:, 5] * (t - c[:, 0]))
-        out = np.stack([c[:, 1] + c[:, 3] * phase, c[:, 2] + c[:, 4] * phase], axis=1)
+        c = self._columns[np.clip(index, 0, None)]
+        phase = np.sin(2 * np.pi * c[:, 6] * (t - c[:, 0]))
+        out = np.stack([c[:, 2] + c[:, 4] * phase, c[:, 3] + c[:, 5] * phase], axis=1)
         out[index < 0] = np.nan
         return out
 
@@ -136,9 +136,9 @@ class TargetSchedule:
         """Target velocity (deg/s) at each time, shape (n, 2); zero during holds, NaN outside."""
         t = np.atleast_1d(np.asarray(t, dtype=float))
         index = self.segment_index(t)
-        c = self._columns()[np.clip(index, 0, None)]
-        rate = 2 * np.pi * c[:, 5] * np.cos(2 * np.pi * c[:, 5] * (t - c[:, 0]))
-        out = np.stack([c[:, 3] * rate, c[:, 4] * rate], axis=1)
+        c = self._columns[np.clip(index, 0, None)]
+        rate = 2 * np.pi * c[:, 6] * np.cos(2 * np.pi * c[:, 6] * (t - c[:, 0]))
+        out = np.stack([c[:, 4] * rate, c[:, 5] * rate], axis=1)
         out[index < 0] = np.nan
         return out
 

@@ -141,14 +141,11 @@ class TraceBuffer:
         self._rows[:] = np.nan
         self._next = self._count = 0
 
-    def traces(self, seconds: float | None = None) -> Traces:
-        """The buffered rows in time order, all or those of the last ``seconds``."""
-        capacity = len(self._rows)
-        if self._count < capacity:
-            rows = self._rows[: self._count]
-        else:
-            rows = np.concatenate([self._rows[self._next:], self._rows[: self._next]])
-        traces = Traces(rows.copy())
+    def traces(self, seconds: float | None = None, fps: float = 60.0) -> Traces:
+        """The buffered rows in time order: all, or those of the last ``seconds`` (at up to ``fps``)."""
+        count = self._count if seconds is None else min(self._count, int(math.ceil(seconds * fps)) + 2)
+        order = (self._next - count + np.arange(count)) % len(self._rows)
+        traces = Traces(self._rows[order])
         return traces if seconds is None else traces.last(seconds)
 
     def since(self, start: float) -> Traces:

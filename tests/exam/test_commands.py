@@ -39,6 +39,8 @@ JUNK = [
     ("malformed", "{not json", "doctor"),
     ("malformed", b"\xff\xfe\x00", "doctor"),
     ("malformed", "[1, 2]", "doctor"),
+    ("malformed", None, "doctor"),
+    ("malformed", {"exam": {"test": "stop"}}, "doctor"),
     ("malformed", '"exam"', "doctor"),
     ("malformed", "{}", "doctor"),
     ("malformed", '{"exam": {"test": "stop"}, "screen": {}}', "doctor"),
@@ -70,7 +72,7 @@ JUNK = [
 
 
 @pytest.mark.parametrize(("reason", "data", "role"), JUNK)
-def test_junk_is_rejected_with_its_reason(reason: str, data: str | bytes, role: str) -> None:
+def test_junk_is_rejected_with_its_reason(reason: str, data: object, role: str) -> None:
     with pytest.raises(Rejected) as caught:
         parse_message(data, role)  # type: ignore[arg-type]
     assert caught.value.reason == reason, str(caught.value)
