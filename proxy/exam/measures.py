@@ -50,7 +50,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from proxy.exam.calibration import Calibration
-from proxy.exam.targets import TargetSchedule
+from proxy.exam.targets import Step, TargetSchedule
 from proxy.exam.traces import EYES, Traces, other
 from proxy.tracking.blinks import BlinkCounter
 
@@ -208,7 +208,9 @@ def _pursuit_one(eye: str, axis_name: str, s: np.ndarray, x: np.ndarray, schedul
     gain, threshold, saccadic = 1.0, MIN_SACCADE_DEG, np.zeros_like(good)
     for _ in range(3):
         saccadic, threshold = _saccadic(np.where(good, dx - gain * target, np.nan))
-        near = saccadic | np.roll(saccadic, 1) | np.roll(saccadic, -1)
+        near = saccadic.copy()  # and one frame either side: the saccade's start and end smear into them
+        near[1:] |= saccadic[:-1]
+        near[:-1] |= saccadic[1:]
         use = good & ~near
         denominator = float(np.sum(target[use] ** 2))
         if denominator <= 0:
@@ -287,7 +289,7 @@ def _interpolated_crossing(s: np.ndarray, x: np.ndarray, start: int, stop: int, 
     return None
 
 
-def _saccades_one(eye: str, axis: int, s: np.ndarray, x: np.ndarray, steps: list, frame: float,
+def _saccades_one(eye: str, axis: int, s: np.ndarray, x: np.ndarray, steps: list[Step], frame: float,
                   calibrated: bool) -> SaccadeResult:
     measured = np.isfinite(x)
     s, x = s[measured], x[measured]  # a missing frame is bridged
