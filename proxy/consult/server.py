@@ -15,7 +15,7 @@ browsers do not send, and an API request with ``token`` in its query string is r
 
 Operations: ``/healthz`` (the process answers), ``/readyz`` (it can take a new
 consult), ``/metrics`` (Prometheus). API calls are rate-limited per client
-address; bodies over the configured size get 413.
+address; bodies over the configured size get 413. Client input never gets a 5xx.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ async def _json_errors(request: web.Request, handler: Handler, api: bool) -> web
         return error(exc.status, exc.reason)
     except asyncio.CancelledError:
         raise
+    except (UnicodeError, RecursionError) as exc:
+        # Input no check above foresaw (text that is not Unicode, nesting too deep): the client's fault, so 4xx;
+        # logged in full in case it is a fault of ours after all.
+        log.warning("malformed input on %s %s (%s)", request.method, request.path, type(exc).__name__, exc_info=True)
+        return error(400, "malformed request")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error")
@@ -127,10 +132,10 @@ def _bearer(request: web.Request, what: str) -> str | web.Response:
 
 
 def _check_api_key(request: web.Request) -> web.Response | None:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or not header[7:].strip():
-        return error(401, "missing API key (Authorization: Bearer <key>)")
-    if not hmac.compare_digest(header[7:].strip().encode(), (request.app[CONFIG].api_key or "").encode()):
+    key = _bearer(request, "API key")
+    if isinstance(key, web.Response):
+        return key
+    if not hmac.compare_digest(key.encode(), (request.app[CONFIG].api_key or "").encode()):
         return error(403, "wrong API key")
     return None
 
@@ -141,8 +146,11 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     raw = await request.read()
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return error(400, "body is not valid JSON")
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # rejects lone surrogates ("\ud800") anywhere
+    except (UnicodeError, json.JSONDecodeError):
+        return error(400, "body is not valid JSON (UTF-8 text, no lone surrogates)")
+    except RecursionError:
+        return error(400, "body is not valid JSON (nested too deeply)")
     if not isinstance(body, dict):
         return error(400, "body must be a JSON object")
     return body
@@ -180,6 +188,8 @@ def _room(request: web.Request) -> Room | web.Response:
 def _role(room: Room, token: object) -> str | web.Response:
     if not isinstance(token, str) or not token:
         return error(401, "missing token")
+    if not _plausible_token(token):
+        return error(401, "malformed token")
     role = room.role_for(token)
     return role if role is not None else error(403, "wrong token for this room")
 

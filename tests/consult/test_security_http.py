@@ -1,12 +1,15 @@
 """The HTTP side of security issue 14, one section per finding: 4 tokens out of URLs, 6 ICE/TURN only for a
-room's token holders. Against the real app on 127.0.0.1 (no media: these are HTTP properties)."""
+room's token holders, 8 4xx (never 5xx) for odd input. Against the real app on 127.0.0.1 (no media: these are
+HTTP properties)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from proxy.consult.config import Config
 from proxy.consult.ice import ice_servers, rtc_ice_servers
@@ -38,6 +42,20 @@ async def get(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[
     async with session.get(url, **kwargs) as response:
         text = await response.text()
         return response.status, json.loads(text) if text.startswith(("{", "[")) else text
+
+
+async def raw_request(base: str, request: bytes) -> tuple[int, bytes]:
+    """Send bytes as they are (no client library would send these headers) and read the status and body."""
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 # ---- 4: tokens out of URLs -------------------------------------------------------------------------------
@@ -114,3 +132,61 @@ async def test_a_static_turn_password_never_reaches_a_page(session: aiohttp.Clie
     warnings = startup_warnings(config, tls=False)
     assert len(warnings) == 1 and "static password" in warnings[0] and "STUN only" in warnings[0]
     assert password not in warnings[0]
+
+
+# ---- 8: odd input gets 4xx, never a 5xx with a traceback ------------------------------------------------
+
+
+async def test_odd_input_gets_4xx(session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> None:
+    async with LocalProxy(Config(api_key=KEY), NeutralPipeline) as proxy:
+        room = await proxy.create_room(session)
+        offer_url = f"{proxy.base}/api/rooms/{room['room']}/offer"
+        nested = b'{"token": ' + b"[" * 30000 + b"]" * 30000 + b"}"
+        bodies = {
+            "lone surrogate in the token": b'{"token": "\\ud800", "role": "patient", "sdp": "v=0\\r\\n", '
+                                           b'"type": "offer"}',
+            "lone surrogate in the SDP": json.dumps({"token": room["patient_token"], "role": "patient",
+                                                     "sdp": "v=0\r\n", "type": "offer"}).replace(
+                "v=0", "v=0\\udfff").encode(),
+            "deeply nested JSON": nested,
+            "deeply nested token value": b'{"token": ' + b'{"a":' * 9000 + b"1" + b"}" * 9000 + b"}",
+        }
+        for name, body in bodies.items():
+            async with session.post(offer_url, data=body, headers={"Content-Type": "application/json"}) as response:
+                payload = await response.json()
+                assert response.status in (400, 401), (name, response.status, payload)
+                assert isinstance(payload["error"], str), name
+        # bytes that are not UTF-8 in Authorization, on every route that reads it
+        host = urlsplit(proxy.base).netloc.encode()
+        for method, path in ((b"POST", b"/api/rooms"), (b"DELETE", f"/api/rooms/{room['room']}".encode()),
+                             (b"GET", f"/api/rooms/{room['room']}".encode()),
+                             (b"GET", f"/api/rooms/{room['room']}/ice".encode())):
+            status, body = await raw_request(proxy.base, method + b" " + path + b" HTTP/1.1\r\nHost: " + host
+                                             + b"\r\nAuthorization: Bearer \xff\xfe\xc3(\r\nContent-Length: 0\r\n"
+                                             b"Connection: close\r\n\r\n")
+            assert status == 401, (method, path, status, body[:200])
+            assert "error" in json.loads(body)
+        # the room still works and nothing above was logged as a server fault
+        assert proxy.registry.get(room["room"]) is not None
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
+async def test_unforeseen_input_errors_are_4xx_and_real_faults_still_5xx(session: aiohttp.ClientSession,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The catch-all: a Unicode or recursion error from input no check foresaw is a 400 (logged as a warning with
+    its traceback); any other exception stays a 500 logged as an error, so real faults are not hidden."""
+    proxy = LocalProxy(Config(api_key=KEY), NeutralPipeline)
+
+    async def unicode(request: web.Request) -> web.Response:
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    async def bug(request: web.Request) -> web.Response:
+        raise KeyError("a bug of ours")
+
+    proxy.app.router.add_get("/api/test-unicode", unicode)
+    proxy.app.router.add_get("/api/test-bug", bug)
+    async with proxy:
+        assert (await get(session, f"{proxy.base}/api/test-unicode")) == (400, {"error": "malformed request"})
+        assert (await get(session, f"{proxy.base}/api/test-bug")) == (500, {"error": "internal error"})
+    levels = {r.levelname for r in caplog.records if "test-" in r.getMessage()}
+    assert levels == {"WARNING", "ERROR"}
