@@ -15,13 +15,15 @@ browsers do not send, and an API request with ``token`` in its query string is r
 
 Operations: ``/healthz`` (the process answers), ``/readyz`` (it can take a new
 consult), ``/metrics`` (Prometheus). API calls are rate-limited per client
-address; bodies over the configured size get 413. Client input never gets a 5xx.
+address; bodies over the configured size get 413. Client input never gets a 5xx. Every response carries
+the security headers of :mod:`proxy.consult.headers`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import secrets
@@ -36,6 +38,7 @@ from aiohttp import web
 
 from proxy.consult import aiortc_speedups
 from proxy.consult.config import Config
+from proxy.consult.headers import security_headers
 from proxy.consult.ice import ice_servers, static_turn_for_pages
 from proxy.consult.metrics import Metrics
 from proxy.consult.rooms import DOCTOR, PATIENT, IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
@@ -113,6 +116,13 @@ async def _json_errors(request: web.Request, handler: Handler, api: bool) -> web
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal error")
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the security headers on every response, HSTS when this process serves TLS."""
+    response.headers.update(security_headers(tls=request.secure))
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
 
 
 def _plausible_token(value: object) -> bool:
@@ -325,6 +335,7 @@ def create_app(config: Config) -> web.Application:
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
+    app.on_response_prepare.append(_security_headers)
     return app
 
 
@@ -376,9 +387,24 @@ def ssl_context(config: Config, folder: Path) -> ssl.SSLContext | None:
     return context
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def startup_warnings(config: Config, tls: bool) -> list[str]:
     """What an operator must hear before the first consult: settings that leave something exposed."""
     warnings = []
+    if not tls and not _loopback(config.host):
+        warnings.append(
+            f"serving plain HTTP on {config.host or 'every address'}: browsers will refuse the camera and "
+            "microphone on these pages (they allow them only over https:// or on localhost), and room tokens "
+            "and the API key travel in clear. Give --cert/--key or --self-signed, or listen on 127.0.0.1 "
+            "behind a TLS reverse proxy.")
     if static_turn_for_pages(config):
         warnings.append(
             "TURN has a static password (turn_username/turn_password): the proxy's own connections use it, but "

@@ -487,6 +487,7 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
     tokens = (room["patient_token"], room["doctor_token"])
     assert requested and not [url for url in requested if any(token in url for token in tokens)], \
         "a page put a token into a URL"
+    assert not [line for line in logs if "Content Security Policy" in line], "the pages break their own CSP"
     assert rate["best_fps"] >= MIN_FPS, (
         f"the doctor's #patient-video played at {rate['best_fps']:.1f} fps at best over {FPS_WINDOW_S:.0f} s "
         f"(watched {rate['measured_s']:.0f} s), below {MIN_FPS} fps (server: {state['mask']}, in the window: {delays})")

@@ -156,6 +156,7 @@ async def test_self_signed_serves_https() -> None:
             await wait_ready(session, f"https://127.0.0.1:{port}/healthz", process)
             async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as response:
                 assert response.status == 200 and await response.json() == {"ok": True}
+                assert response.headers["Strict-Transport-Security"].startswith("max-age=")  # HSTS over TLS
             with pytest.raises(aiohttp.ClientError):  # a verifying client refuses the self-signed certificate
                 async with session.get(f"https://127.0.0.1:{port}/healthz"):
                     pass

@@ -1,6 +1,6 @@
 """The HTTP side of security issue 14, one section per finding: 4 tokens out of URLs, 6 ICE/TURN only for a
-room's token holders, 8 4xx (never 5xx) for odd input. Against the real app on 127.0.0.1 (no media: these are
-HTTP properties)."""
+room's token holders, 8 4xx (never 5xx) for odd input, 9 security headers. Against the real app on 127.0.0.1
+(no media: these are HTTP properties)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from proxy.consult.config import Config
 from proxy.consult.ice import ice_servers, rtc_ice_servers
 from proxy.consult.server import startup_warnings
+from proxy.resources import WEB
 from tests.rtc_client import LocalProxy, NeutralPipeline
 
 KEY = "security-test-key-0123456789"
@@ -81,6 +83,9 @@ async def test_links_carry_the_token_in_the_fragment_and_reads_take_a_bearer_tok
         assert status == 401 and "Authorization: Bearer" in body["error"]
         status, _ = await get(session, state_url, headers=bearer("not-a-token-of-this-room"))
         assert status == 403
+        # the pages send no Referer (a page URL could carry a room)
+        async with session.get(f"{proxy.base}/patient") as response:
+            assert response.headers["Referrer-Policy"] == "no-referrer"
 
 
 # ---- 6: ICE/TURN only with a room token, REST credentials, no static password to pages ------------------
@@ -190,3 +195,69 @@ async def test_unforeseen_input_errors_are_4xx_and_real_faults_still_5xx(session
         assert (await get(session, f"{proxy.base}/api/test-bug")) == (500, {"error": "internal error"})
     levels = {r.levelname for r in caplog.records if "test-" in r.getMessage()}
     assert levels == {"WARNING", "ERROR"}
+
+
+# ---- 9: security headers ---------------------------------------------------------------------------------
+
+
+class _InlineCode(HTMLParser):
+    """Finds what a strict CSP would block in a page: inline scripts, <style> elements, style and on* attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self._script_without_src = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = {name for name, _ in attrs}
+        if tag == "script" and "src" not in names:
+            self._script_without_src = True
+        if tag == "style":
+            self.found.append("<style>")
+        self.found += [f"{tag} {name}=" for name in names if name == "style" or name.startswith("on")]
+
+    def handle_data(self, data: str) -> None:
+        if self._script_without_src and data.strip():
+            self.found.append(f"inline script: {data.strip()[:40]}")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._script_without_src = False
+
+
+def test_pages_have_no_inline_code() -> None:
+    for page in sorted(WEB.glob("*.html")):
+        parser = _InlineCode()
+        parser.feed(page.read_text())
+        assert not parser.found, (page.name, parser.found)
+
+
+async def test_security_headers_on_every_response(session: aiohttp.ClientSession) -> None:
+    async with LocalProxy(Config(api_key=KEY), NeutralPipeline) as proxy:
+        requests = [("GET", "/"), ("GET", "/patient"), ("GET", "/doctor"), ("GET", "/static/js/api.js"),
+                    ("GET", "/static/style.css"), ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/nope"),
+                    ("POST", "/api/rooms"), ("GET", "/api/rooms/nosuchroom"), ("PUT", "/api/rooms")]
+        for method, path in requests:
+            async with session.request(method, proxy.base + path, headers=bearer(KEY)) as response:
+                headers = response.headers
+                csp = {part.split()[0]: part.split()[1:] for part in headers["Content-Security-Policy"].split("; ")}
+                assert csp["frame-ancestors"] == ["'none'"], path
+                assert csp["script-src"] == ["'self'"] and csp["style-src"] == ["'self'"], path  # no inline code
+                assert csp["media-src"] == ["'self'"] and csp["connect-src"] == ["'self'"], path
+                assert csp["default-src"] == ["'none'"], path
+                assert headers["X-Content-Type-Options"] == "nosniff", path
+                assert headers["Referrer-Policy"] == "no-referrer", path
+                policy = headers["Permissions-Policy"]
+                assert "camera=(self)" in policy and "microphone=(self)" in policy and "geolocation=()" in policy
+                assert "Strict-Transport-Security" not in headers, path  # plain HTTP: HSTS only over TLS
+                if path.startswith("/api/"):
+                    assert headers["Cache-Control"] == "no-store", path
+
+
+def test_serve_warns_when_it_serves_plain_http_beyond_loopback() -> None:
+    for host in ("0.0.0.0", "192.168.1.20", "::"):
+        (warning,) = startup_warnings(Config(host=host), tls=False)
+        assert "plain HTTP" in warning and "refuse the camera" in warning and "in clear" in warning
+        assert startup_warnings(Config(host=host), tls=True) == []
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert startup_warnings(Config(host=host), tls=False) == []
