@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the proxy. Settings come from defaults, then --config FILE (TOML, keys as below with "
         "underscores, optionally under [maskproxy]), then MASKPROXY_<NAME> environment variables (e.g. "
         "MASKPROXY_API_KEY, MASKPROXY_TURN_SECRET, MASKPROXY_ICE_SERVERS as a comma-separated list), then "
-        "these flags. Without an API key one is generated and printed; a given key is never printed or logged.")
+        "these flags. Without an API key one is generated and printed; a given key is never printed or logged. "
+        "MASKPROXY_METRICS_TOKEN (environment or file only) is the Bearer token for /metrics and /readyz; "
+        "without it they answer loopback clients only.")
     serve.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML settings file")
     for name, (kind, text) in SERVE_FLAGS.items():
         serve.add_argument("--" + name.replace("_", "-"), type=kind, default=None,

@@ -49,6 +49,8 @@ class Config:
     #: API requests per client address: sustained rate per second and burst.
     rate_limit: float = 10.0
     rate_burst: int = 40
+    #: Bearer token for /metrics and /readyz; when unset they answer loopback clients only.
+    metrics_token: str | None = None
     #: Camera frames larger than this many pixels are downscaled on arrival.
     max_frame_pixels: int = 1280 * 720
     #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all.
@@ -125,6 +127,8 @@ class Config:
             raise ValueError("turn_username and turn_password go together")
         if self.api_key is not None and len(self.api_key) < 16:
             raise ValueError("api_key must be at least 16 characters")
+        if self.metrics_token is not None and (len(self.metrics_token) < 16 or not self.metrics_token.isascii()):
+            raise ValueError("metrics_token must be at least 16 ASCII characters")
 
 
 def _convert(name: str, kind: str, value: Any, source: str) -> Any:

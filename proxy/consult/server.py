@@ -13,10 +13,11 @@ API (JSON; every error is ``{"error": "..."}``):
 Tokens never travel in a URL: the links carry them in the fragment (``/patient#room=R&token=T``), which
 browsers do not send, and an API request with ``token`` in its query string is refused (401).
 
-Operations: ``/healthz`` (the process answers), ``/readyz`` (it can take a new
-consult), ``/metrics`` (Prometheus). API calls are rate-limited per client
-address; bodies over the configured size get 413. Client input never gets a 5xx. Every response carries
-the security headers of :mod:`proxy.consult.headers`.
+Operations: ``/healthz`` (the process answers, open to all), ``/readyz`` (it can take a new consult) and
+``/metrics`` (Prometheus), these two with ``Authorization: Bearer <metrics_token>`` or, when no
+metrics_token is set, from loopback only. API calls are rate-limited per client address; bodies over
+the configured size get 413. Client input never gets a 5xx. Every response carries the security headers
+of :mod:`proxy.consult.headers`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ READY = web.AppKey("ready", dict)
 MAX_SDP = 32 * 1024
 #: Longest credential (API key, room or metrics token) looked at; ours are far shorter.
 MAX_TOKEN = 256
+#: Headers that say a request came through a proxy (so its loopback peer is not the client).
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -279,8 +282,32 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+def _check_operator(request: web.Request) -> web.Response | None:
+    """``/readyz`` and ``/metrics``: ``Bearer <metrics_token>``; without one configured, loopback clients only
+    (a request that came through a reverse proxy on this machine is not a loopback client)."""
+    expected = request.app[CONFIG].metrics_token
+    if expected:
+        token = _bearer(request, "metrics token")
+        if isinstance(token, web.Response):
+            return token
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            return error(403, "wrong metrics token")
+        return None
+    peer = request.remote or ""
+    try:
+        loopback = ipaddress.ip_address(peer.split("%")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback or any(name in request.headers for name in FORWARDING_HEADERS):
+        return error(403, "only from this machine; set metrics_token to read it from elsewhere")
+    return None
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Ready when started (models and renderer checked) and below capacity."""
+    denied = _check_operator(request)
+    if denied:
+        return denied
     ready = request.app[READY]
     open_rooms = len(request.app[REGISTRY].rooms)
     capacity = request.app[CONFIG].max_consults
@@ -290,6 +317,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    denied = _check_operator(request)
+    if denied:
+        return denied
     request.app[REGISTRY].refresh_metrics()
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain",
                         headers={"Cache-Control": "no-store"})

@@ -1,6 +1,6 @@
 """The HTTP side of security issue 14, one section per finding: 4 tokens out of URLs, 6 ICE/TURN only for a
-room's token holders, 8 4xx (never 5xx) for odd input, 9 security headers. Against the real app on 127.0.0.1
-(no media: these are HTTP properties)."""
+room's token holders, 8 4xx (never 5xx) for odd input, 9 security headers, 10 operations endpoints that are
+not public. Against the real app on 127.0.0.1 (no media: these are HTTP properties)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,16 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from proxy.consult.config import Config
 from proxy.consult.ice import ice_servers, rtc_ice_servers
-from proxy.consult.server import startup_warnings
+from proxy.consult.server import metrics, readyz, startup_warnings
 from proxy.resources import WEB
 from tests.rtc_client import LocalProxy, NeutralPipeline
 
 KEY = "security-test-key-0123456789"
+METRICS_TOKEN = "metrics-token-0123456789"
 TURN_SECRET = "turn-secret-for-security-tests"
 
 
@@ -261,3 +263,35 @@ def test_serve_warns_when_it_serves_plain_http_beyond_loopback() -> None:
         assert startup_warnings(Config(host=host), tls=True) == []
     for host in ("127.0.0.1", "::1", "localhost"):
         assert startup_warnings(Config(host=host), tls=False) == []
+
+
+# ---- 10: /metrics and /readyz are not public --------------------------------------------------------------
+
+
+def _from(app: web.Application, path: str, remote: str, headers: dict[str, str] | None = None) -> web.Request:
+    return make_mocked_request("GET", path, headers=headers or {}, app=app).clone(remote=remote)
+
+
+async def test_metrics_and_readyz_only_for_operators(session: aiohttp.ClientSession) -> None:
+    async with LocalProxy(Config(api_key=KEY), NeutralPipeline) as proxy:
+        # no metrics_token: this machine only, and not through a reverse proxy on it
+        for path in ("/metrics", "/readyz"):
+            assert (await get(session, proxy.base + path))[0] == 200, path
+            status, body = await get(session, proxy.base + path, headers={"X-Forwarded-For": "203.0.113.4"})
+            assert status == 403 and "metrics_token" in body["error"], path
+        assert (await get(session, f"{proxy.base}/healthz")) == (200, {"ok": True})
+        for handler, path in ((metrics, "/metrics"), (readyz, "/readyz")):
+            response = await handler(_from(proxy.app, path, "203.0.113.4"))
+            assert response.status == 403, path
+    async with LocalProxy(Config(api_key=KEY, metrics_token=METRICS_TOKEN), NeutralPipeline) as proxy:
+        for path in ("/metrics", "/readyz"):
+            assert (await get(session, proxy.base + path))[0] == 401, path  # loopback is not enough now
+            assert (await get(session, proxy.base + path, headers=bearer(KEY)))[0] == 403, path
+            status, body = await get(session, proxy.base + path, headers=bearer(METRICS_TOKEN))
+            assert status == 200, (path, body)
+        assert "maskproxy_consults" in (await get(session, f"{proxy.base}/metrics", headers=bearer(METRICS_TOKEN)))[1]
+        response = await readyz(_from(proxy.app, "/readyz", "203.0.113.4", bearer(METRICS_TOKEN)))
+        assert response.status == 200
+        assert (await get(session, f"{proxy.base}/healthz"))[0] == 200
+    with pytest.raises(ValueError, match="metrics_token must be at least 16"):
+        Config.load(environ={"MASKPROXY_METRICS_TOKEN": "short"})
