@@ -53,6 +53,8 @@ SERVE_FLAGS = {
     "max_body": (int, "largest API request body, bytes (default 65536)"),
     "rate_limit": (float, "API requests per second per client address (default 10)"),
     "rate_burst": (int, "API request burst per client address (default 40)"),
+    "trusted_proxies": (str, "reverse proxies whose X-Forwarded-For names the client, comma-separated addresses or "
+                        "CIDRs, e.g. 127.0.0.1 (default none: the direct peer is the client)"),
     "max_frame_pixels": (int, "camera frames above this many pixels are downscaled (default 921600)"),
     "self_view_fps": (float, "frame rate of the patient's masked self-view, 0 = every frame (default 15)"),
     "threads": (int, "ONNX Runtime threads per consult (default 1)"),

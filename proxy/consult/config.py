@@ -6,6 +6,7 @@ and the README list them. Durations are seconds.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -49,6 +50,8 @@ class Config:
     #: API requests per client address: sustained rate per second and burst.
     rate_limit: float = 10.0
     rate_burst: int = 40
+    #: Reverse proxies (addresses or CIDRs) whose X-Forwarded-For names the client; from anyone else it is ignored.
+    trusted_proxies: list[str] = field(default_factory=list)
     #: Bearer token for /metrics and /readyz; when unset they answer loopback clients only.
     metrics_token: str | None = None
     #: Camera frames larger than this many pixels are downscaled on arrival.
@@ -129,6 +132,11 @@ class Config:
             raise ValueError("api_key must be at least 16 characters")
         if self.metrics_token is not None and (len(self.metrics_token) < 16 or not self.metrics_token.isascii()):
             raise ValueError("metrics_token must be at least 16 ASCII characters")
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {entry!r} is not an IP address or CIDR network") from None
 
 
 def _convert(name: str, kind: str, value: Any, source: str) -> Any:

@@ -15,7 +15,8 @@ browsers do not send, and an API request with ``token`` in its query string is r
 
 Operations: ``/healthz`` (the process answers, open to all), ``/readyz`` (it can take a new consult) and
 ``/metrics`` (Prometheus), these two with ``Authorization: Bearer <metrics_token>`` or, when no
-metrics_token is set, from loopback only. API calls are rate-limited per client address; bodies over
+metrics_token is set, from loopback only. API calls are rate-limited per client address (behind
+``trusted_proxies``, the forwarded one), and calls carrying a valid room token per room; bodies over
 the configured size get 413. Client input never gets a 5xx. Every response carries the security headers
 of :mod:`proxy.consult.headers`.
 """
@@ -30,7 +31,6 @@ import logging
 import secrets
 import ssl
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from proxy.consult import aiortc_speedups
 from proxy.consult.config import Config
 from proxy.consult.headers import security_headers
 from proxy.consult.ice import ice_servers, static_turn_for_pages
+from proxy.consult.limits import ClientAddresses, RateLimiter
 from proxy.consult.metrics import Metrics
 from proxy.consult.rooms import DOCTOR, PATIENT, IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
 from proxy.resources import WEB
@@ -50,7 +51,8 @@ log = logging.getLogger(__name__)
 REGISTRY = web.AppKey("registry", RoomRegistry)
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
-LIMITER = web.AppKey("limiter", "RateLimiter")
+ADDRESSES = web.AppKey("addresses", ClientAddresses)
+LIMITER = web.AppKey("limiter", RateLimiter)
 READY = web.AppKey("ready", dict)
 MAX_SDP = 32 * 1024
 #: Longest credential (API key, room or metrics token) looked at; ours are far shorter.
@@ -59,25 +61,6 @@ MAX_TOKEN = 256
 FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class RateLimiter:
-    """Token bucket per client address: ``rate`` requests per second, ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int, max_clients: int = 10000) -> None:
-        self.rate, self.burst, self.max_clients = rate, burst, max_clients
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, client: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        allowed = tokens >= 1.0
-        self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > self.max_clients:  # forget the idlest clients
-            for key, _ in sorted(self._buckets.items(), key=lambda item: item[1][1])[: self.max_clients // 10]:
-                del self._buckets[key]
-        return allowed
 
 
 def error(status: int, message: str) -> web.Response:
@@ -98,7 +81,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def _json_errors(request: web.Request, handler: Handler, api: bool) -> web.StreamResponse:
     try:
         if api:
-            if not request.app[LIMITER].allow(request.remote or "?"):
+            if not request.app[LIMITER].allow(await _budget(request)):
                 return error(429, "too many requests; slow down")
             if any(name.lower() == "token" for name in request.query):
                 return error(401, "a token in the URL is refused: send it as Authorization: Bearer <token>")
@@ -167,6 +150,34 @@ async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
     if not isinstance(body, dict):
         return error(400, "body must be a JSON object")
     return body
+
+
+async def _budget(request: web.Request) -> str:
+    """The rate-limit bucket of an API request: its room's when it carries a valid room token (so a flood from
+    elsewhere cannot lock a consult out), else its client's address (per /64 for IPv6)."""
+    room_id = request.match_info.get("room")
+    room = request.app[REGISTRY].get(room_id) if room_id else None
+    if room is not None:
+        token = _bearer(request, "room token")
+        if isinstance(token, web.Response):
+            token = await _offer_token(request)
+        if _plausible_token(token) and room.role_for(token) is not None:  # type: ignore[arg-type]
+            return f"room:{room.id}"
+    addresses = request.app[ADDRESSES]
+    return addresses.key(addresses.client(request.remote, request.headers.getall("X-Forwarded-For", ())))
+
+
+async def _offer_token(request: web.Request) -> object:
+    """The token in an offer's JSON body (read once; the handler gets the same bytes again), or None."""
+    if request.method != "POST" or not request.path.endswith("/offer"):
+        return None
+    if request.content_length is None or request.content_length > request.app[CONFIG].max_body:
+        return None
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, RecursionError, web.HTTPException):
+        return None
+    return body.get("token") if isinstance(body, dict) else None
 
 
 def _base_url(request: web.Request) -> str:
@@ -340,6 +351,7 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[LIMITER] = RateLimiter(config.rate_limit, config.rate_burst)
+    app[ADDRESSES] = ClientAddresses(config.trusted_proxies)
     app[READY] = {}
     app[REGISTRY] = RoomRegistry(config, app[METRICS])
     app.router.add_post("/api/rooms", create_room)

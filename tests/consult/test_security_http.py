@@ -1,6 +1,7 @@
-"""The HTTP side of security issue 14, one section per finding: 4 tokens out of URLs, 6 ICE/TURN only for a
-room's token holders, 8 4xx (never 5xx) for odd input, 9 security headers, 10 operations endpoints that are
-not public. Against the real app on 127.0.0.1 (no media: these are HTTP properties)."""
+"""The HTTP side of security issue 14, one section per finding: 4 tokens out of URLs, 5 a rate limiter that
+tells clients apart, 6 ICE/TURN only for a room's token holders, 8 4xx (never 5xx) for odd input, 9 security
+headers, 10 operations endpoints that are not public. Against the real app on 127.0.0.1 (no media: these are
+HTTP properties)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from proxy.consult.config import Config
 from proxy.consult.ice import ice_servers, rtc_ice_servers
+from proxy.consult.limits import ClientAddresses
 from proxy.consult.server import metrics, readyz, startup_warnings
 from proxy.resources import WEB
 from tests.rtc_client import LocalProxy, NeutralPipeline
@@ -88,6 +90,78 @@ async def test_links_carry_the_token_in_the_fragment_and_reads_take_a_bearer_tok
         # the pages send no Referer (a page URL could carry a room)
         async with session.get(f"{proxy.base}/patient") as response:
             assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+# ---- 5: the rate limiter tells clients apart -------------------------------------------------------------
+
+
+def test_client_address_behind_trusted_proxies() -> None:
+    none, proxies = ClientAddresses([]), ClientAddresses(["127.0.0.1", "10.0.0.0/8", "fd00::/8"])
+    # X-Forwarded-For from an untrusted peer is ignored: the peer is the client
+    assert str(none.client("203.0.113.7", ["198.51.100.1"])) == "203.0.113.7"
+    # from a trusted proxy: the right-most address no trusted proxy vouches for
+    assert str(proxies.client("127.0.0.1", ["198.51.100.1"])) == "198.51.100.1"
+    assert str(proxies.client("127.0.0.1", ["1.2.3.4, 198.51.100.1, 10.1.2.3"])) == "198.51.100.1"
+    assert str(proxies.client("127.0.0.1", ["1.2.3.4", "198.51.100.1"])) == "198.51.100.1"  # repeated headers
+    assert str(proxies.client("127.0.0.1", ["10.0.0.5"])) == "10.0.0.5"  # all trusted: the left-most
+    assert str(proxies.client("127.0.0.1", ["198.51.100.1, garbage"])) == "127.0.0.1"  # a hop we cannot read
+    assert str(proxies.client("127.0.0.1", ["[2001:db8::5]:443"])) == "2001:db8::5"
+    assert str(proxies.client("::ffff:127.0.0.1", ["192.0.2.9:5000"])) == "192.0.2.9"
+    # IPv6 clients are counted per /64
+    key = ClientAddresses.key
+    assert key(proxies.client("::1", [])) != key(proxies.client("2001:db8::1", []))
+    assert key(none.client("2001:db8::1")) == key(none.client("2001:db8::ffff:1234")) == "ip:2001:db8::/64"
+    assert key(none.client("2001:db8::1")) != key(none.client("2001:db8:0:1::1"))
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        Config.load(environ={"MASKPROXY_TRUSTED_PROXIES": "10.0.0.0/8, nginx.local"})
+    assert Config.load(environ={"MASKPROXY_TRUSTED_PROXIES": "10.0.0.0/8, ::1"}).trusted_proxies == ["10.0.0.0/8",
+                                                                                                       "::1"]
+
+
+async def spend(session: aiohttp.ClientSession, url: str, n: int, headers: dict[str, str] | None = None
+                ) -> list[int]:
+    statuses = []
+    for _ in range(n):
+        async with session.get(url, headers=headers or {}) as response:
+            statuses.append(response.status)
+    return statuses
+
+
+async def test_rate_limit_per_forwarded_client_and_per_room(session: aiohttp.ClientSession) -> None:
+    config = Config(api_key=KEY, rate_limit=0.01, rate_burst=4, trusted_proxies=["127.0.0.1"])
+    async with LocalProxy(config, NeutralPipeline) as proxy:
+        room = await proxy.create_room(session)  # one request of 127.0.0.1's own budget
+        missing = f"{proxy.base}/api/rooms/nosuchroom"
+
+        def via(address: str) -> dict[str, str]:
+            return {"X-Forwarded-For": address}
+
+        # behind the trusted proxy, each forwarded client has its own budget
+        assert await spend(session, missing, 5, via("198.51.100.1")) == [404] * 4 + [429]
+        assert await spend(session, missing, 4, via("198.51.100.2")) == [404] * 4
+        # a client cannot buy a new budget by writing its own X-Forwarded-For entries
+        assert await spend(session, missing, 2, via("9.9.9.9, 198.51.100.1")) == [429, 429]
+        # IPv6: one budget per /64, whatever the interface bits
+        assert await spend(session, missing, 5, via("2001:db8::1")) == [404] * 4 + [429]
+        assert await spend(session, missing, 1, via("2001:db8::abcd:1")) == [429]
+        assert await spend(session, missing, 1, via("2001:db8:0:1::1")) == [404]
+        # the proxy's own address is spent too now; a consult's requests with its valid room token still pass
+        assert await spend(session, missing, 4) == [404, 404, 404, 429]
+        state_url = f"{proxy.base}/api/rooms/{room['room']}"
+        assert await spend(session, state_url, 2, bearer(room["patient_token"])) == [200] * 2
+        assert await spend(session, f"{state_url}/ice", 1, bearer(room["doctor_token"])) == [200]
+        async with session.post(f"{state_url}/offer", json={"token": room["patient_token"], "role": "patient",
+                                                            "sdp": "v=0\r\n", "type": "offer"}) as response:
+            assert response.status == 400  # answered (a bad SDP), not rate-limited
+        # a wrong room token does not get the room's budget
+        assert await spend(session, state_url, 1, bearer("x" * 32)) == [429]
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(session: aiohttp.ClientSession) -> None:
+    async with LocalProxy(Config(api_key=KEY, rate_limit=0.01, rate_burst=3), NeutralPipeline) as proxy:
+        statuses = [(await spend(session, f"{proxy.base}/api/rooms/x", 1, {"X-Forwarded-For": f"192.0.2.{i}"}))[0]
+                    for i in range(5)]
+        assert statuses == [404, 404, 404, 429, 429]
 
 
 # ---- 6: ICE/TURN only with a room token, REST credentials, no static password to pages ------------------
