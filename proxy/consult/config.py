@@ -15,6 +15,7 @@ from typing import Any
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_FRAME_PIXELS = 320 * 240
+MAX_DECODE_PIXELS = 4096 * 2304  #: 4K: the most max_decode_pixels may allow
 
 
 @dataclass
@@ -56,6 +57,9 @@ class Config:
     metrics_token: str | None = None
     #: Camera frames larger than this many pixels are downscaled on arrival.
     max_frame_pixels: int = 1280 * 720
+    #: Largest picture a client may make the proxy decode (pixels, as its VP8 keyframes declare it): advertised
+    #: as max-fs in the answer; bigger keyframes are dropped before decoding (proxy.consult.decode_guard).
+    max_decode_pixels: int = 1920 * 1088
     #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all.
     self_view_fps: float = 15.0
     #: ONNX Runtime threads per consult.
@@ -116,6 +120,8 @@ class Config:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_frame_pixels < MIN_FRAME_PIXELS:
             raise ValueError(f"max_frame_pixels must be at least {MIN_FRAME_PIXELS} (320x240)")
+        if not MIN_FRAME_PIXELS <= self.max_decode_pixels <= MAX_DECODE_PIXELS:
+            raise ValueError(f"max_decode_pixels must be between {MIN_FRAME_PIXELS} (320x240) and {MAX_DECODE_PIXELS}")
         for name in ("turn_ttl", "room_idle_timeout", "room_max_lifetime", "peer_timeout", "rate_limit"):
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):  # also rejects NaN

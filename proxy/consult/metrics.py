@@ -27,6 +27,8 @@ class Metrics:
                                  "Camera frame received to masked frame handed to the encoder",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.requests = Counter("maskproxy_api_requests", "API requests by status class", ["status"], registry=r)
+        self.refused = Counter("maskproxy_refused_keyframes",
+                               "Camera keyframes over max_decode_pixels, dropped before decoding", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

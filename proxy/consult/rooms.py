@@ -38,6 +38,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
+from proxy.consult import decode_guard
 from proxy.consult.config import Config
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
@@ -171,6 +172,7 @@ class Room:
         self._worker: MaskWorker | None = None
         self._worker_died: float | None = None
         self.late = 0  #: masked frames discarded because they finished more than STALL_SECONDS after arrival
+        self.refused_keyframes = 0  #: camera keyframes over max_decode_pixels, dropped before decoding
         #: Builds each worker's masking pipeline (None: the real one); tests inject faulty pipelines here.
         self.pipeline_factory = pipeline_factory
         self._loop = asyncio.get_running_loop()
@@ -202,6 +204,7 @@ class Room:
                 "latency_ms": self.stats.latency(),
                 "size": f"{self.size[0]}x{self.size[1]}",
             },
+            "media": {"refused_keyframes": self.refused_keyframes},
         }
 
     def _peer_state(self, role: str) -> dict[str, Any]:
@@ -249,7 +252,8 @@ class Room:
             await self._close_peer(peer, quiet=True)
             raise
         log.info("room %s: %s joined", self.id, role)
-        return pc.localDescription
+        return RTCSessionDescription(sdp=decode_guard.advertise(pc.localDescription.sdp, self.config.max_decode_pixels),
+                                     type=pc.localDescription.type)
 
     async def _negotiate(self, peer: Peer, sdp: str) -> None:
         pc = peer.pc
@@ -287,6 +291,9 @@ class Room:
         if peer.role == DOCTOR and len(videos) > 1:
             # The patient page asks for a second video (the doctor's camera); the doctor page never does.
             raise OfferError("this offer comes from the patient page: a doctor's offer has one video section")
+        for transceiver in videos:  # before the connection starts its decoders
+            decode_guard.guard(transceiver.receiver, self.config.max_decode_pixels,
+                               lambda width, height, role=peer.role: self._refused(role, width, height))
 
         # (handlers first: aiortc emits "track" while applying the offer)
         # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio].
@@ -311,6 +318,15 @@ class Room:
         except Exception as exc:  # an offer aiortc accepted but cannot answer (e.g. no common codec)
             log.warning("room %s: cannot answer the %s's offer (%s)", self.id, peer.role, exc.__class__.__name__)
             raise OfferError(f"cannot answer the offer: {exc}") from None
+
+    def _refused(self, role: str, width: int, height: int) -> None:
+        """A keyframe over max_decode_pixels was dropped before decoding: counted, logged once per consult."""
+        self.refused_keyframes += 1
+        self.metrics.refused.inc()
+        if self.refused_keyframes == 1:
+            log.warning("room %s: dropped a %dx%d camera keyframe from the %s before decoding (over max_decode_pixels "
+                        "%d, or a broken header); further ones are counted, not logged", self.id, width, height, role,
+                        self.config.max_decode_pixels)
 
     @staticmethod
     def _send(transceiver: Any, track: MediaStreamTrack) -> None:

@@ -225,7 +225,7 @@ async def test_garbage_burst_beside_a_consult(proxy: LocalProxy, session: aiohtt
 
 async def test_4k_camera_is_downscaled(session: aiohttp.ClientSession) -> None:
     """A 3840x2160 camera (real pipeline) is masked at <= 1280x720 and the consult keeps going."""
-    async with LocalProxy(Config(api_key=KEY)) as proxy:
+    async with LocalProxy(Config(api_key=KEY, max_decode_pixels=3840 * 2160)) as proxy:  # (the default refuses 4K)
         room = await proxy.create_room(session)
         big = np.ascontiguousarray(np.tile(camera_pattern(384, 216), (10, 10, 1)))
         assert big.shape == (2160, 3840, 3)

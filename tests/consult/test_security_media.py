@@ -9,14 +9,23 @@ participant), real VP8 packets on the wire.
 from __future__ import annotations
 
 import asyncio
+import fractions
+import inspect
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import av
+import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, rtcrtpreceiver
+from aiortc.codecs import vpx
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from proxy.consult import decode_guard
 from proxy.consult.config import Config
 from tests.rtc_client import Client, LocalProxy, NeutralPipeline, camera_pattern, distance, wait_for
 
@@ -189,3 +198,138 @@ async def test_a_late_offer_for_a_closed_room_starts_no_worker(
         assert not live.connections and not live.peers
     finally:
         await patient.close()
+
+
+# -- 14.3: a cap on what a client can make the proxy decode --------------------------------------------
+
+
+def vp8_keyframes(width: int, height: int, count: int) -> list[bytes]:
+    """``count`` real VP8 keyframes of a ``width`` x ``height`` camera picture, encoded by libvpx."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 30)
+    encoder.options = {"deadline": "realtime", "kf-max-dist": "1"}
+    out = []
+    for i in range(count):
+        frame = av.VideoFrame.from_ndarray(np.roll(camera_pattern(width, height), i, axis=1), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts, frame.pict_type = i, av.video.frame.PictureType.I
+        out += [bytes(p) for p in encoder.encode(frame)]
+    out += [bytes(p) for p in encoder.encode(None)]
+    assert all(decode_guard.vp8_keyframe_size(k) == (width, height) for k in out)
+    return out
+
+
+def declaring(keyframe: bytes, width: int, height: int) -> bytes:
+    """``keyframe`` with its header declaring ``width`` x ``height`` (the rest unchanged: not decodable as such)."""
+    return keyframe[:6] + width.to_bytes(2, "little") + height.to_bytes(2, "little") + keyframe[10:]
+
+
+class EncodedTrack(MediaStreamTrack):
+    """A camera that sends the given VP8 frames as they are (aiortc packs av.Packets without encoding)."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[bytes], fps: float = 15.0) -> None:
+        super().__init__()
+        self.frames, self.fps, self.sent = frames, fps, 0
+        self.go = asyncio.Event()  #: set to start sending
+
+    async def recv(self) -> av.Packet:
+        await self.go.wait()
+        await asyncio.sleep(1 / self.fps)
+        packet = av.Packet(self.frames[min(self.sent, len(self.frames) - 1)])
+        packet.pts, packet.time_base = self.sent * 6000, fractions.Fraction(1, 90000)
+        self.sent += 1
+        return packet
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 1e6
+
+
+def test_keyframe_header_parsing_and_the_cap() -> None:
+    key = vp8_keyframes(64, 48, 1)[0]
+    assert decode_guard.vp8_keyframe_size(key) == (64, 48)
+    assert decode_guard.vp8_keyframe_size(declaring(key, 16000, 16000)) == (16000, 16000)
+    assert decode_guard.vp8_keyframe_size(b"\x01\x00\x00" + b"\x00" * 20) is None  # an interframe
+    with pytest.raises(ValueError):
+        decode_guard.vp8_keyframe_size(key[:3] + b"\x00\x00\x00" + key[6:])  # no start code
+    fs = decode_guard.max_fs(1920 * 1088)
+    assert fs == 8160
+    assert decode_guard.allowed(1920, 1080, fs) and decode_guard.allowed(1080, 1920, fs)
+    assert not decode_guard.allowed(1920, 1200, fs) and not decode_guard.allowed(16000, 16000, fs)
+    assert not decode_guard.allowed(16000, 16, fs)  # a strip: small in area, too wide per side
+    assert not decode_guard.allowed(0, 0, fs)
+
+
+async def test_decode_guard_still_fits_aiortc() -> None:
+    """The one aiortc internal the guard relies on: the receiver's decoder queue (fails when aiortc changes it)."""
+    pc = RTCPeerConnection()
+    receiver = pc.addTransceiver("video").receiver
+    assert isinstance(receiver, RTCRtpReceiver)
+    guarded = decode_guard.guard(receiver, 1920 * 1088, lambda w, h: None)
+    assert receiver._RTCRtpReceiver__decoder_queue is guarded  # type: ignore[attr-defined]
+    assert decode_guard.guard(receiver, 1920 * 1088, lambda w, h: None) is guarded  # idempotent
+    worker = inspect.getsource(rtcrtpreceiver.decoder_worker)
+    assert "input_q.get()" in worker and "decoder.decode(encoded_frame)" in worker
+    handler = inspect.getsource(RTCRtpReceiver._handle_rtp_packet)
+    assert "self.__decoder_queue.put((codec, encoded_frame))" in handler
+    await pc.close()
+
+
+async def test_an_oversized_keyframe_is_dropped_before_decoding(
+        proxy: LocalProxy, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A camera whose keyframes declare 16000x16000: none reaches the decoder, each is counted, memory stays
+    flat; the same camera's real 320x240 keyframes afterwards are decoded and masked (the path is live)."""
+    decoded: list[tuple[int, int] | None] = []
+    original = vpx.Vp8Decoder.decode
+
+    def spy(self: vpx.Vp8Decoder, encoded_frame: object) -> list[object]:
+        decoded.append(decode_guard.vp8_keyframe_size(bytes(encoded_frame.data)))  # type: ignore[attr-defined]
+        return original(self, encoded_frame)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vpx.Vp8Decoder, "decode", spy)
+    good = vp8_keyframes(320, 240, 10)
+    bad = [declaring(k, 16000, 16000) for k in good]
+    camera = EncodedTrack(bad + good)
+    room = await proxy.create_room(session)
+    live = proxy.registry.get(room["room"])
+    patient = proxy.client(room, "patient")
+    patient.camera = camera  # type: ignore[assignment]
+    peak = [0.0]
+    sampling = True
+
+    def sample() -> None:
+        while sampling:
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        await patient.connect(session)
+        await patient.wait_connected()
+        await asyncio.sleep(0.5)
+        baseline = peak[0] = rss_mb()
+        sampler.start()
+        camera.go.set()
+        answer = patient.pc.remoteDescription.sdp
+        vp8 = re.findall(r"a=rtpmap:(\d+) VP8/90000", answer)
+        assert vp8 and all(re.search(rf"a=fmtp:{pt} .*max-fs=8160;max-fr=30", answer) for pt in vp8), answer
+        await wait_for(lambda: camera.sent > len(bad), 20)
+        bad_seen = live.refused_keyframes
+        peak_bad = peak[0]
+        await wait_for(lambda: live.stats.frames >= 3, 20)  # the good keyframes that follow are masked
+    finally:
+        sampling = False
+        await patient.close()
+    # (the spy also sees this process's client decoding what the proxy sends it: small pictures)
+    too_big = {size for size in decoded if size is not None and not decode_guard.allowed(*size, 8160)}
+    assert not too_big, f"a decoder was handed keyframes declaring {too_big}"
+    assert peak_bad - baseline < 50, f"memory grew {peak_bad - baseline:.0f} MB while the oversized keyframes came"
+    assert bad_seen >= len(bad) - 2, f"only {bad_seen} of {len(bad)} oversized keyframes were refused"
+    assert proxy.registry.get(room["room"]).state()["media"]["refused_keyframes"] == live.refused_keyframes
+    async with session.get(f"{proxy.base}/metrics") as response:
+        assert re.search(rf"^maskproxy_refused_keyframes_total {float(live.refused_keyframes)}$",
+                         await response.text(), re.M)
