@@ -77,6 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
     flags["ice_servers"] = args.ice_server
     flags["self_signed"] = True if args.self_signed else None
     flags["log_json"] = True if args.log_json else None
+    flags["refuse_private_candidates"] = True if args.refuse_private_candidates else None
     try:
         config = Config.load(args.config, flags=flags)
     except ValueError as exc:
@@ -179,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="STUN/TURN server for both sides, repeatable: stun:host:3478, "
                        "turn:host:3478?transport=udp [MASKPROXY_ICE_SERVERS]")
     serve.add_argument("--log-json", action="store_true", help="log JSON lines [MASKPROXY_LOG_JSON]")
+    serve.add_argument("--refuse-private-candidates", action="store_true",
+                       help="ignore ICE candidates of offers in private ranges and mDNS names: for a proxy on the "
+                       "internet, so that it cannot be made to probe the local network "
+                       "[MASKPROXY_REFUSE_PRIVATE_CANDIDATES]")
     serve.set_defaults(handler=_serve)
 
     from proxy.bench.offline import add_arguments as bench_arguments

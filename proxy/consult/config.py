@@ -60,6 +60,9 @@ class Config:
     #: Largest picture a client may make the proxy decode (pixels, as its VP8 keyframes declare it): advertised
     #: as max-fs in the answer; bigger keyframes are dropped before decoding (proxy.consult.decode_guard).
     max_decode_pixels: int = 1920 * 1088
+    #: Ignore offers' ICE candidates in private ranges (RFC 1918, fc00::/7, 100.64.0.0/10) and mDNS names: for a
+    #: proxy on the internet, so that no token holder can make it probe the clinic's network (proxy.consult.candidates).
+    refuse_private_candidates: bool = False
     #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all.
     self_view_fps: float = 15.0
     #: ONNX Runtime threads per consult.

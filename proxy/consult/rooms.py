@@ -38,7 +38,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from proxy.consult import decode_guard
+from proxy.consult import candidates, decode_guard
 from proxy.consult.config import Config
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
@@ -276,6 +276,11 @@ class Room:
                 self.peers.pop(peer.role, None)
                 await self._close_peer(peer)
 
+        sdp, dropped = candidates.filter_offer(sdp, candidates.listens_on_loopback(self.config.host),
+                                               self.config.refuse_private_candidates)
+        if dropped:  # counts only: a participant's addresses are not logged
+            log.info("room %s: ignored %d ICE candidates of the %s's offer (%s)", self.id, sum(dropped.values()),
+                     peer.role, ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items())))
         sections = sdp.count("\nm=") + sdp.startswith("m=")
         if sections > MAX_MEDIA_SECTIONS:
             raise OfferError(f"the offer has {sections} media sections; at most {MAX_MEDIA_SECTIONS} are accepted")

@@ -25,7 +25,7 @@ from aiortc.codecs import vpx
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
-from proxy.consult import decode_guard
+from proxy.consult import candidates, decode_guard
 from proxy.consult.config import Config
 from tests.rtc_client import Client, LocalProxy, NeutralPipeline, camera_pattern, distance, wait_for
 
@@ -333,3 +333,95 @@ async def test_an_oversized_keyframe_is_dropped_before_decoding(
     async with session.get(f"{proxy.base}/metrics") as response:
         assert re.search(rf"^maskproxy_refused_keyframes_total {float(live.refused_keyframes)}$",
                          await response.text(), re.M)
+
+
+# -- 14.7: ICE candidates of offers ---------------------------------------------------------------------
+
+
+def candidate(address: str, port: int = 50000, foundation: str = "1") -> str:
+    return f"a=candidate:{foundation} 1 udp 2130706431 {address} {port} typ host"
+
+
+def test_candidate_filter() -> None:
+    public = ["203.0.113.7", "2001:db8::7", "8.8.8.8"]
+    always = {"0.0.0.0": "unspecified", "::": "unspecified", "169.254.10.1": "link-local", "fe80::1": "link-local",
+              "224.0.0.251": "multicast", "ff02::fb": "multicast", "255.255.255.255": "reserved",
+              "240.0.0.1": "reserved", "intranet.clinic.example": "host name", "a.b.local": "host name"}
+    private = ["10.1.2.3", "172.20.0.5", "192.168.1.20", "100.64.0.1", "fd00::5", "4b4a8c1e-2f3a-4d5e.local"]
+    for address in public:
+        assert candidates.refusal(address, allow_loopback=False, refuse_private=True) is None, address
+    for address, reason in always.items():
+        for allow, refuse in ((False, False), (True, False), (True, True)):
+            assert candidates.refusal(address, allow, refuse) == reason, address
+    for address in ("127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1"):
+        assert candidates.refusal(address, allow_loopback=False, refuse_private=False) == "loopback", address
+        assert candidates.refusal(address, allow_loopback=True, refuse_private=False) is None, address
+    for address in private:
+        assert candidates.refusal(address, allow_loopback=False, refuse_private=False) is None, address
+        assert candidates.refusal(address, allow_loopback=False, refuse_private=True) == "private", address
+    assert candidates.listens_on_loopback("127.0.0.1") and candidates.listens_on_loopback("localhost")
+    assert not candidates.listens_on_loopback("0.0.0.0") and not candidates.listens_on_loopback("192.0.2.1")
+
+    lines = [candidate(f"203.0.113.{i}", foundation=str(i)) for i in range(40)]
+    lines += [candidate("127.0.0.1"), candidate("10.0.0.1"), "a=candidate:1 1 udp 1 203.0.113.1 0 typ host",
+              "a=candidate:broken"]
+    sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n" + "\r\n".join(lines) + "\r\na=end-of-candidates\r\n"
+    filtered, dropped = candidates.filter_offer(sdp, allow_loopback=False, refuse_private=True)
+    kept = [line for line in filtered.splitlines() if line.startswith("a=candidate:")]
+    assert kept == lines[:candidates.MAX_CANDIDATES]
+    assert dropped == {"over the cap": 8, "loopback": 1, "private": 1, "malformed": 2}
+    assert "a=end-of-candidates" in filtered and filtered.startswith("v=0\r\nm=audio")
+    # any line break counts, as aiortc's parser splits lines: a bare \n does not smuggle a candidate through
+    filtered, dropped = candidates.filter_offer(sdp.replace("\r\n", "\n"), allow_loopback=False)
+    assert "127.0.0.1" not in filtered and dropped["loopback"] == 1
+
+
+class Probe(asyncio.DatagramProtocol):
+    """A UDP port that records what arrives."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append(data)
+
+
+async def probe_offer(proxy: LocalProxy, session: aiohttp.ClientSession, port: int) -> RTCPeerConnection:
+    """A doctor's real offer with one more candidate: a loopback port the proxy has no business reaching.
+
+    The answer is not applied, so no pair succeeds and the proxy's ICE agent goes on to check every one."""
+    room = await proxy.create_room(session)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp.replace("a=end-of-candidates", candidate("127.0.0.1", port, "999") +
+                                          "\r\na=end-of-candidates", 1)
+    async with session.post(f"{proxy.base}/api/rooms/{room['room']}/offer",
+                            json={"token": room["doctor_token"], "role": "doctor", "sdp": sdp, "type": "offer"}) as r:
+        assert r.status == 200, await r.text()
+    return pc
+
+
+async def test_the_proxy_does_not_probe_loopback_candidates(session: aiohttp.ClientSession) -> None:
+    """An offer listing 127.0.0.1:PORT: a proxy on a public address sends nothing there; one listening on
+    loopback (development) does, which shows the probe would be seen."""
+    loop = asyncio.get_running_loop()
+    for host, expect_probes in (("0.0.0.0", False), ("127.0.0.1", True)):
+        transport, probe = await loop.create_datagram_endpoint(Probe, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        client = None
+        try:
+            async with LocalProxy(Config(api_key=KEY, host=host), NeutralPipeline) as proxy:
+                client = await probe_offer(proxy, session, port)
+                server_pc = next(iter(next(iter(proxy.registry.rooms.values())).connections))
+                remote = server_pc.getTransceivers()[0].receiver.transport.transport.getRemoteCandidates()
+                assert ("127.0.0.1" in {c.ip for c in remote}) is expect_probes, (host, remote)
+                deadline = time.monotonic() + 3.0
+                while time.monotonic() < deadline and not probe.received:
+                    await asyncio.sleep(0.1)
+        finally:
+            transport.close()
+            if client is not None:
+                await client.close()
+        assert bool(probe.received) is expect_probes, (host, len(probe.received))
