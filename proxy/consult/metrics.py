@@ -29,6 +29,9 @@ class Metrics:
         self.requests = Counter("maskproxy_api_requests", "API requests by status class", ["status"], registry=r)
         self.refused = Counter("maskproxy_refused_keyframes",
                                "Camera keyframes over max_decode_pixels, dropped before decoding", registry=r)
+        self.channel_skipped = Counter("maskproxy_channel_skipped",
+                                       "Data-channel messages skipped because the peer's channel was backed up",
+                                       registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

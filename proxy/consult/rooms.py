@@ -61,6 +61,9 @@ SILENT_SECONDS = 3.0
 RESTART_BACKOFF = 1.0
 #: Most media sections an offer may have: the pages send at most three (video, audio, video) and a data channel.
 MAX_MEDIA_SECTIONS = 8
+#: Bytes a peer's data channel may hold unsent before messages to it are skipped (some 14 s of mask parameters
+#: at 30 frames a second: a browser that is merely slow for a moment loses none).
+MAX_CHANNEL_BUFFER = 256 * 1024
 
 
 class OfferError(ValueError):
@@ -173,6 +176,7 @@ class Room:
         self._worker_died: float | None = None
         self.late = 0  #: masked frames discarded because they finished more than STALL_SECONDS after arrival
         self.refused_keyframes = 0  #: camera keyframes over max_decode_pixels, dropped before decoding
+        self.channel_skipped = 0  #: data-channel messages skipped because the peer's channel was backed up
         #: Builds each worker's masking pipeline (None: the real one); tests inject faulty pipelines here.
         self.pipeline_factory = pipeline_factory
         self._loop = asyncio.get_running_loop()
@@ -204,7 +208,7 @@ class Room:
                 "latency_ms": self.stats.latency(),
                 "size": f"{self.size[0]}x{self.size[1]}",
             },
-            "media": {"refused_keyframes": self.refused_keyframes},
+            "media": {"refused_keyframes": self.refused_keyframes, "channel_skipped": self.channel_skipped},
         }
 
     def _peer_state(self, role: str) -> dict[str, Any]:
@@ -454,14 +458,21 @@ class Room:
         """Shown to the patient in place of the doctor's camera until it arrives."""
         return rgb_to_frame(still_picture("waiting", 640, 360))
 
-    @staticmethod
-    def _send_text(peer: Peer, message: str) -> None:
+    def _send_text(self, peer: Peer, message: str) -> None:
+        """Send on ``peer``'s data channel, unless it still holds MAX_CHANNEL_BUFFER bytes unsent: then the
+        message is skipped (and counted), as a newer one follows within a frame; a peer that stopped reading
+        cannot make the proxy's queue grow."""
         channel = peer.channel
-        if channel is not None and channel.readyState == "open":
-            try:
-                channel.send(message)
-            except Exception:  # noqa: BLE001 - a channel closing under us is not an error
-                pass
+        if channel is None or channel.readyState != "open":
+            return
+        if channel.bufferedAmount > MAX_CHANNEL_BUFFER:
+            self.channel_skipped += 1
+            self.metrics.channel_skipped.inc()
+            return
+        try:
+            channel.send(message)
+        except Exception:  # noqa: BLE001 - a channel closing under us is not an error
+            pass
 
     async def _send_stats(self) -> None:
         """Once a second: stats to the pages, liveness of the peers, a log line every 30 s."""

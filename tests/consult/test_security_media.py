@@ -25,7 +25,7 @@ from aiortc.codecs import vpx
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
-from proxy.consult import candidates, decode_guard
+from proxy.consult import candidates, decode_guard, rooms
 from proxy.consult.config import Config
 from tests.rtc_client import Client, LocalProxy, NeutralPipeline, camera_pattern, distance, wait_for
 
@@ -425,3 +425,40 @@ async def test_the_proxy_does_not_probe_loopback_candidates(session: aiohttp.Cli
             if client is not None:
                 await client.close()
         assert bool(probe.received) is expect_probes, (host, len(probe.received))
+
+
+# -- 14.11: data-channel sends to a peer that stopped reading -------------------------------------------
+
+
+async def test_sends_to_a_backed_up_channel_are_skipped_and_counted(
+        proxy: LocalProxy, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The doctor's browser vanishes (its sockets close; the proxy notices only after peer_timeout): the
+    proxy's queue for its data channel stops growing at the threshold, and the skipped messages are counted."""
+    limit = 4096
+    monkeypatch.setattr(rooms, "MAX_CHANNEL_BUFFER", limit)  # (the default, 256 KiB, takes ~8 s to fill)
+    room = await proxy.create_room(session)
+    live = proxy.registry.get(room["room"])
+    doctor = proxy.client(room, "doctor")
+    patient = proxy.client(room, "patient", frames=[camera_pattern(160, 120)], fps=20)
+    try:
+        await doctor.connect(session)
+        await patient.connect(session)
+        await wait_for(lambda: len(doctor.params()) > 10, 20)  # mask parameters arrive
+        channel = live.peers["doctor"].channel
+        doctor.abort()
+        await wait_for(lambda: live.channel_skipped > 0, 10, step=0.05)
+        buffered = []
+        for _ in range(20):  # 2 s: at 20 frames a second, some 40 more messages were due
+            await asyncio.sleep(0.1)
+            buffered.append(channel.bufferedAmount)
+        skipped = live.channel_skipped
+        assert max(buffered) <= limit + 2048, f"the channel's queue grew to {max(buffered)} bytes"
+        assert skipped >= 20, f"only {skipped} sends were skipped"
+        state = live.state()["media"]
+        assert state["channel_skipped"] >= skipped and "doctor" in live.peers  # still waiting for peer_timeout
+        async with session.get(f"{proxy.base}/metrics") as response:
+            found = re.search(r"^maskproxy_channel_skipped_total (\S+)$", await response.text(), re.M)
+            assert found and float(found.group(1)) >= skipped
+    finally:
+        await patient.close()
+        await doctor.close()
