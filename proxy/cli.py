@@ -1,4 +1,4 @@
-"""The ``maskproxy`` command line: track, mask, serve, bench, audit."""
+"""The ``maskproxy`` command line: track, mask, serve, bench, audit, report."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def _audit(args: argparse.Namespace) -> int:
     from proxy.audit.command import run_audit
 
     return run_audit(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from proxy.recording.report import run_report
+
+    return run_report(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -185,6 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "internet, so that it cannot be made to probe the local network "
                        "[MASKPROXY_REFUSE_PRIVATE_CANDIDATES]")
     serve.set_defaults(handler=_serve)
+
+    from proxy.recording.report import add_arguments as report_arguments
+
+    report = commands.add_parser("report", help="clinical report (HTML) of a recording or a masked video",
+                                 description="A self-contained HTML report made from the stored mask parameters "
+                                 "alone: frames of the masked video, eye traces, eye-exam numbers, test results "
+                                 "and marks.")
+    report_arguments(report)
+    report.set_defaults(handler=_report)
 
     from proxy.bench.offline import add_arguments as bench_arguments
 

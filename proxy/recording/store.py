@@ -108,6 +108,37 @@ class OpenedFile:
         self.close()
 
 
+def on_disk(folder: Path, name: str) -> Path | None:
+    """Where a recording's file is (sealed or plain), or None."""
+    for candidate in (folder / (name + SEALED_SUFFIX), folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def open_file(folder: Path, name: str, key: bytes | None, complete: bool) -> OpenedFile:
+    """A recording folder's file for reading, decrypted on the fly when sealed.
+
+    ``complete`` (from recording.json) says whether a plain file is whole; a sealed file knows for itself.
+    """
+    check_name(name)
+    path = on_disk(folder, name)
+    if path is None:
+        raise NotFound(f"this recording has no {name}")
+    if name == METADATA or not is_sealed(path):
+        raw = open(path, "rb")  # noqa: SIM115 - the OpenedFile closes it
+        return OpenedFile(name, raw, path.stat().st_size, truncated=not complete)
+    if key is None:
+        raise Locked("this recording is encrypted and no recordings key is set")
+    raw = open(path, "rb")  # noqa: SIM115 - the reader or the error path closes it
+    try:
+        reader = SealedReader(raw, key)
+    except SealedFileError as exc:
+        raw.close()
+        raise Locked(str(exc)) from None
+    return OpenedFile(name, reader, reader.size, reader.truncated)
+
+
 class RecordingStore:
     """All recordings under ``root``; ``key`` (32 bytes) encrypts new ones and reads sealed ones."""
 
@@ -156,12 +187,6 @@ class RecordingStore:
             raise NotFound("no such recording")
         return folder
 
-    def _on_disk(self, folder: Path, name: str) -> Path | None:
-        for candidate in (folder / (name + SEALED_SUFFIX), folder / name):
-            if candidate.is_file():
-                return candidate
-        return None
-
     def metadata(self, recording_id: str) -> dict[str, Any]:
         """``recording.json``, with the files present and their sizes; a recording a crash left open is
         shown incomplete."""
@@ -173,7 +198,7 @@ class RecordingStore:
             data.update(state=INCOMPLETE, complete=False, reason=INTERRUPTED)
         files = []
         for name in FILES:
-            path = self._on_disk(folder, name)
+            path = on_disk(folder, name)
             if path is not None:
                 files.append({"name": name, "bytes_on_disk": path.stat().st_size,
                               "encrypted": path.name.endswith(SEALED_SUFFIX)})
@@ -196,22 +221,8 @@ class RecordingStore:
         """One file of a recording, decrypted as it is read; close it when done."""
         check_name(name)
         folder = self._folder(recording_id)
-        path = self._on_disk(folder, name)
-        if path is None:
-            raise NotFound(f"this recording has no {name}")
-        if name == METADATA or not is_sealed(path):
-            raw = open(path, "rb")  # noqa: SIM115 - the OpenedFile closes it
-            complete = name == METADATA or self.metadata(recording_id).get("state") == COMPLETE
-            return OpenedFile(name, raw, path.stat().st_size, truncated=not complete)
-        if self.key is None:
-            raise Locked("this recording is encrypted and the proxy has no recordings key")
-        raw = open(path, "rb")  # noqa: SIM115 - the reader or the error path closes it
-        try:
-            reader = SealedReader(raw, self.key)
-        except SealedFileError as exc:
-            raw.close()
-            raise Locked(str(exc)) from None
-        return OpenedFile(name, reader, reader.size, reader.truncated)
+        complete = name == METADATA or self.metadata(recording_id).get("state") == COMPLETE
+        return open_file(folder, name, self.key, complete)
 
     # ---- deleting -------------------------------------------------------------------------------
 
