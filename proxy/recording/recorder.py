@@ -128,12 +128,14 @@ class Recorder:
 
     def __init__(self, folder: Path, recording_id: str, consult: str, key: bytes | None = None,
                  settings: RecorderSettings | None = None, consult_settings: dict[str, Any] | None = None,
-                 on_stopped: Callable[[dict[str, Any]], None] | None = None, opener: Opener = open_new) -> None:
+                 on_stopped: Callable[[dict[str, Any]], None] | None = None, opener: Opener = open_new,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.id = recording_id
         self.folder = folder
         self.settings = settings or RecorderSettings()
         self._key = key
         self._opener = opener
+        self._clock = clock  #: stamps frames and events (the writer's own timing is real time)
         self._on_stopped = on_stopped
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -181,7 +183,7 @@ class Recorder:
             except OSError as exc:
                 shutil.rmtree(self.folder, ignore_errors=True)
                 raise RecordingError(f"cannot record: {describe_os_error(exc, 'recording.json')}") from None
-            self._start = time.monotonic()
+            self._start = self._clock()
             self._state = RECORDING
             self._thread = threading.Thread(target=self._run, name=f"recorder-{self.id}", daemon=True)
             self._thread.start()
@@ -224,7 +226,7 @@ class Recorder:
     def status(self) -> dict[str, Any]:
         """For the pages and the room state: state, seconds, frames and drops per track, the reason if stopped."""
         with self._lock:
-            seconds = time.monotonic() - self._start if self._state == RECORDING else self.metadata.get(
+            seconds = self._clock() - self._start if self._state == RECORDING else self.metadata.get(
                 "duration_s", 0.0)
             return {"id": self.id, "state": self._state, "seconds": round(seconds or 0.0, 1),
                     "frames": dict(self.frames), "dropped": dict(self.dropped), "reason": self._reason}
@@ -260,7 +262,7 @@ class Recorder:
         return self._add_video("eyes", frame, None)
 
     def _add_video(self, track: str, frame: av.VideoFrame, params: MaskParams | dict[str, Any] | None) -> bool:
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if self._state != RECORDING:
                 return False
@@ -287,7 +289,7 @@ class Recorder:
         """Record one audio frame, only where the settings allow audio (off by default)."""
         if not self.settings.audio:
             return False
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if self._state != RECORDING:
                 return False
@@ -314,7 +316,7 @@ class Recorder:
             raise ValueError("an event must be plain JSON") from None
         if size > self.settings.max_event_bytes:
             raise ValueError(f"an event is at most {self.settings.max_event_bytes} bytes as JSON")
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if self._state != RECORDING:
                 return False
@@ -423,7 +425,7 @@ class Recorder:
         with self._lock:
             if self._state != "failed":
                 self._state = "stopped"
-            ended = time.monotonic()
+            ended = self._clock()
             self.metadata.update(
                 state=COMPLETE if self._complete else INCOMPLETE, complete=self._complete, reason=self._reason,
                 ended=now_iso(), duration_s=round(ended - self._start, 3),
