@@ -229,7 +229,8 @@ class Recorder:
             seconds = self._clock() - self._start if self._state == RECORDING else self.metadata.get(
                 "duration_s", 0.0)
             return {"id": self.id, "state": self._state, "seconds": round(seconds or 0.0, 1),
-                    "frames": dict(self.frames), "dropped": dict(self.dropped), "reason": self._reason}
+                    "frames": dict(self.frames), "dropped": dict(self.dropped), "written": dict(self._written),
+                    "queued": {"frames": self._queued_frames, "items": self._queued_items}, "reason": self._reason}
 
     # ---- feeding (any thread, never blocks) -----------------------------------------------------
 

@@ -192,11 +192,13 @@ class SealedWriter(io.RawIOBase):
 
 
 class PlainWriter(io.RawIOBase):
-    """The same interface as :class:`SealedWriter` without a key: bytes go to ``raw`` as they are."""
+    """The same interface as :class:`SealedWriter` without a key: bytes go to ``raw`` as they are, in
+    pieces of up to :data:`CHUNK_SIZE` and on every :meth:`flush`."""
 
     def __init__(self, raw: BinaryIO) -> None:
         super().__init__()
         self._raw = raw
+        self._buffer = bytearray()
         self._error: OSError | None = None
 
     def writable(self) -> bool:
@@ -205,11 +207,12 @@ class PlainWriter(io.RawIOBase):
     def seekable(self) -> bool:
         return False
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+    def _put(self) -> None:
         if self._error is not None:
             raise self._error
         try:
-            view = memoryview(data)
+            view = memoryview(bytes(self._buffer))
+            self._buffer.clear()
             while view:
                 written = self._raw.write(view)
                 if not written:
@@ -218,11 +221,23 @@ class PlainWriter(io.RawIOBase):
         except OSError as exc:
             self._error = exc
             raise
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("write to a closed file")
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        if len(self._buffer) >= CHUNK_SIZE:
+            self._put()
         return len(data)
 
     def flush(self) -> None:
-        if not self.closed and self._error is None and not self._raw.closed:
-            self._raw.flush()
+        if self.closed or self._error is not None or self._raw.closed:
+            return
+        if self._buffer:
+            self._put()
+        self._raw.flush()
 
     def sync(self) -> None:
         self.flush()
@@ -239,7 +254,7 @@ class PlainWriter(io.RawIOBase):
             super().close()
 
     def abandon(self) -> None:
-        """Close after a fault elsewhere: finish the file if the disk allows, else just close it."""
+        """Close after a fault elsewhere: write what is waiting if the disk allows, then close."""
         try:
             self.close()
         except OSError:
