@@ -13,6 +13,10 @@ API (JSON; every error is ``{"error": "..."}``):
 Tokens never travel in a URL: the links carry them in the fragment (``/patient#room=R&token=T``), which
 browsers do not send, and an API request with ``token`` in its query string is refused (401).
 
+Where the consults live is the :class:`~proxy.consult.backend.Backend`'s business: this process (the
+default) or, with ``--cluster``, actors on other machines (``proxy.cluster``, injected by the command line);
+the handlers only await its calls, and a consult that cannot be reached now gets 503.
+
 Operations: ``/healthz`` (the process answers, open to all), ``/readyz`` (it can take a new consult) and
 ``/metrics`` (Prometheus), these two with ``Authorization: Bearer <metrics_token>`` or, when no
 metrics_token is set, from loopback only. API calls are rate-limited per client address (behind
@@ -38,17 +42,19 @@ from typing import Any
 from aiohttp import web
 
 from proxy.consult import aiortc_speedups
+from proxy.consult.backend import AtCapacity, Backend, Consult, LocalBackend, Unavailable
 from proxy.consult.config import Config
 from proxy.consult.headers import security_headers
 from proxy.consult.ice import ice_servers, static_turn_for_pages
 from proxy.consult.limits import ClientAddresses, RateLimiter
 from proxy.consult.metrics import Metrics
-from proxy.consult.rooms import DOCTOR, PATIENT, IdlePictures, OfferError, Room, RoomClosed, RoomRegistry
+from proxy.consult.rooms import DOCTOR, PATIENT, OfferError, RoomClosed, RoomRegistry
 from proxy.resources import WEB
 
 log = logging.getLogger(__name__)
 
-REGISTRY = web.AppKey("registry", RoomRegistry)
+REGISTRY = web.AppKey("registry", RoomRegistry)  #: the embedded backend's rooms (absent in cluster mode)
+BACKEND = web.AppKey("backend", Backend)
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 ADDRESSES = web.AppKey("addresses", ClientAddresses)
@@ -61,6 +67,8 @@ MAX_TOKEN = 256
 FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Builds the app's backend from its settings and metrics (default: :class:`LocalBackend`).
+BackendFactory = Callable[[Config, Metrics], Backend]
 
 
 def error(status: int, message: str) -> web.Response:
@@ -92,6 +100,8 @@ async def _json_errors(request: web.Request, handler: Handler, api: bool) -> web
         if not api or exc.status < 400:
             raise
         return error(exc.status, exc.reason)
+    except (AtCapacity, Unavailable) as exc:  # our side cannot serve it now; the pages retry
+        return error(503, str(exc))
     except asyncio.CancelledError:
         raise
     except (UnicodeError, RecursionError) as exc:
@@ -156,13 +166,16 @@ async def _budget(request: web.Request) -> str:
     """The rate-limit bucket of an API request: its room's when it carries a valid room token (so a flood from
     elsewhere cannot lock a consult out), else its client's address (per /64 for IPv6)."""
     room_id = request.match_info.get("room")
-    room = request.app[REGISTRY].get(room_id) if room_id else None
-    if room is not None:
-        token = _bearer(request, "room token")
-        if isinstance(token, web.Response):
-            token = await _offer_token(request)
-        if _plausible_token(token) and room.role_for(token) is not None:  # type: ignore[arg-type]
-            return f"room:{room.id}"
+    try:
+        room = await request.app[BACKEND].find(room_id) if room_id else None
+        if room is not None:
+            token = _bearer(request, "room token")
+            if isinstance(token, web.Response):
+                token = await _offer_token(request)
+            if _plausible_token(token) and await room.role_for(token) is not None:  # type: ignore[arg-type]
+                return f"room:{room.id}"
+    except Unavailable:
+        pass  # counted by address meanwhile; the handler answers 503
     addresses = request.app[ADDRESSES]
     return addresses.key(addresses.client(request.remote, request.headers.getall("X-Forwarded-For", ())))
 
@@ -189,43 +202,40 @@ async def create_room(request: web.Request) -> web.Response:
     denied = _check_api_key(request)
     if denied:
         return denied
-    registry = request.app[REGISTRY]
-    if len(registry.rooms) >= request.app[CONFIG].max_consults:
-        return error(503, "at capacity: too many consults open")
-    room = registry.create()
+    room = await request.app[BACKEND].create()  # AtCapacity: 503
     base = _base_url(request)
     return web.json_response({
-        "room": room.id,
+        "room": room.room,
         "patient_token": room.patient_token,
         "doctor_token": room.doctor_token,
         # The fragment is never sent to a server (not to us, a reverse proxy's log, or a Referer).
-        "patient_url": f"{base}/patient#room={room.id}&token={room.patient_token}",
-        "doctor_url": f"{base}/doctor#room={room.id}&token={room.doctor_token}",
+        "patient_url": f"{base}/patient#room={room.room}&token={room.patient_token}",
+        "doctor_url": f"{base}/doctor#room={room.room}&token={room.doctor_token}",
     }, status=201)
 
 
-def _room(request: web.Request) -> Room | web.Response:
-    room = request.app[REGISTRY].get(request.match_info["room"])
+async def _room(request: web.Request) -> Consult | web.Response:
+    room = await request.app[BACKEND].find(request.match_info["room"])
     return room if room is not None else error(404, "no such room")
 
 
-def _role(room: Room, token: object) -> str | web.Response:
+async def _role(room: Consult, token: object) -> str | web.Response:
     if not isinstance(token, str) or not token:
         return error(401, "missing token")
     if not _plausible_token(token):
         return error(401, "malformed token")
-    role = room.role_for(token)
+    role = await room.role_for(token)
     return role if role is not None else error(403, "wrong token for this room")
 
 
 async def offer(request: web.Request) -> web.Response:
-    room = _room(request)
+    room = await _room(request)
     if isinstance(room, web.Response):
         return room
     body = await _json_body(request)
     if isinstance(body, web.Response):
         return body
-    role = _role(room, body.get("token"))
+    role = await _role(room, body.get("token"))
     if isinstance(role, web.Response):
         return role
     declared = body.get("role")
@@ -252,28 +262,28 @@ async def offer(request: web.Request) -> web.Response:
     return web.json_response({"sdp": answer.sdp, "type": answer.type, "role": role})
 
 
-def _room_reader(request: web.Request) -> Room | web.Response:
+async def _room_reader(request: web.Request) -> Consult | web.Response:
     """The room of a room-scoped read, authenticated by ``Authorization: Bearer <room token>`` (either role)."""
-    room = _room(request)
+    room = await _room(request)
     if isinstance(room, web.Response):
         return room
     token = _bearer(request, "room token")
     if isinstance(token, web.Response):
         return token
-    role = _role(room, token)
+    role = await _role(room, token)
     return role if isinstance(role, web.Response) else room
 
 
 async def room_state(request: web.Request) -> web.Response:
-    room = _room_reader(request)
+    room = await _room_reader(request)
     if isinstance(room, web.Response):
         return room
-    return web.json_response(room.state())
+    return web.json_response(await room.state())
 
 
 async def room_ice(request: web.Request) -> web.Response:
     """ICE servers for this room's pages: STUN, and TURN only with short-lived REST credentials for this room."""
-    room = _room_reader(request)
+    room = await _room_reader(request)
     if isinstance(room, web.Response):
         return room
     return web.json_response({"ice_servers": ice_servers(request.app[CONFIG], room.id)},
@@ -284,7 +294,7 @@ async def delete_room(request: web.Request) -> web.Response:
     denied = _check_api_key(request)
     if denied:
         return denied
-    if not await request.app[REGISTRY].remove(request.match_info["room"]):
+    if not await request.app[BACKEND].remove(request.match_info["room"]):
         return error(404, "no such room")
     return web.json_response({"room": request.match_info["room"], "closed": True})
 
@@ -315,15 +325,15 @@ def _check_operator(request: web.Request) -> web.Response | None:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when started (models and renderer checked) and below capacity."""
+    """Ready when started (models and renderer checked) and below capacity (in cluster mode: a free consult slot
+    somewhere in the cluster)."""
     denied = _check_operator(request)
     if denied:
         return denied
     ready = request.app[READY]
-    open_rooms = len(request.app[REGISTRY].rooms)
-    capacity = request.app[CONFIG].max_consults
-    body = {"ready": bool(ready.get("started")) and open_rooms < capacity, "consults": open_rooms,
-            "capacity": capacity, "renderer": ready.get("renderer", "unknown")}
+    load = await request.app[BACKEND].load()
+    body = {"ready": bool(ready.get("started")) and load.free > 0, "consults": load.consults,
+            "capacity": load.capacity, "free": load.free, "renderer": ready.get("renderer", "unknown"), **load.detail}
     return web.json_response(body, status=200 if body["ready"] else 503)
 
 
@@ -331,7 +341,7 @@ async def metrics(request: web.Request) -> web.Response:
     denied = _check_operator(request)
     if denied:
         return denied
-    request.app[REGISTRY].refresh_metrics()
+    await request.app[BACKEND].refresh_metrics()
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain",
                         headers={"Cache-Control": "no-store"})
 
@@ -342,8 +352,9 @@ def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     return handler
 
 
-def create_app(config: Config) -> web.Application:
-    """The aiohttp application; rooms start and close with it."""
+def create_app(config: Config, backend: BackendFactory | None = None) -> web.Application:
+    """The aiohttp application. With the default backend its rooms start and close with it; a cluster
+    ``backend`` keeps them elsewhere, and they outlive this process."""
     if not config.api_key:
         raise ValueError("config.api_key must be set")
     aiortc_speedups.install()
@@ -353,7 +364,9 @@ def create_app(config: Config) -> web.Application:
     app[LIMITER] = RateLimiter(config.rate_limit, config.rate_burst)
     app[ADDRESSES] = ClientAddresses(config.trusted_proxies)
     app[READY] = {}
-    app[REGISTRY] = RoomRegistry(config, app[METRICS])
+    app[BACKEND] = (backend or LocalBackend)(config, app[METRICS])
+    if isinstance(app[BACKEND], LocalBackend):
+        app[REGISTRY] = app[BACKEND].registry
     app.router.add_post("/api/rooms", create_room)
     app.router.add_post("/api/rooms/{room}/offer", offer)
     app.router.add_get("/api/rooms/{room}", room_state)
@@ -368,12 +381,11 @@ def create_app(config: Config) -> web.Application:
     app.router.add_static("/static/", WEB, show_index=False, follow_symlinks=False)
 
     async def on_startup(app: web.Application) -> None:
-        app[REGISTRY].start()
-        await asyncio.to_thread(IdlePictures.neutral, 640, 480)
-        app[READY].update(started=True, renderer=IdlePictures.status)
+        renderer = await app[BACKEND].start()
+        app[READY].update(started=True, renderer=renderer)
 
     async def on_shutdown(app: web.Application) -> None:
-        await app[REGISTRY].close()
+        await app[BACKEND].close()
 
     app.on_startup.append(on_startup)
     app.on_shutdown.append(on_shutdown)
@@ -455,14 +467,14 @@ def startup_warnings(config: Config, tls: bool) -> list[str]:
     return warnings
 
 
-def run_server(config: Config) -> int:
+def run_server(config: Config, backend: BackendFactory | None = None) -> int:
     """Serve until SIGINT/SIGTERM; prints the URL and, when generated, the API key (never a given one)."""
     generated = not config.api_key
     if generated:
         config.api_key = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="maskproxy-tls-") as folder:
         context = ssl_context(config, Path(folder))
-        app = create_app(config)
+        app = create_app(config, backend)
         scheme = "https" if context else "http"
         print(f"maskproxy serving on {scheme}://{config.host}:{config.port}/", flush=True)
         if generated:
