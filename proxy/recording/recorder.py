@@ -91,7 +91,8 @@ class RecorderSettings:
     max_queued_items: int = 5000
     #: Seal and sync the files this often (s): a crash loses about this much, plus the WebM's last cluster.
     flush_interval: float = 1.0
-    video_bitrate: int = 1_500_000
+    #: VP8 bits per second of the recorded video (the avatar is simple: about 450 MB an hour at 1 Mbit/s).
+    video_bitrate: int = 1_000_000
     #: Stop, marked incomplete, when the disk has less than this free (bytes).
     min_free_bytes: int = 256 * 1024 * 1024
     #: Largest event (a mark, a test result) as JSON, bytes.

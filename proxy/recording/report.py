@@ -417,9 +417,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" if header else ""
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def _clock(seconds: Any) -> str:
@@ -449,7 +449,7 @@ def _header(source: Source, numbers: dict[str, Any]) -> str:
     if source.kind == "recording" and not meta.get("complete"):
         banner = (f"<p class='banner warn'><b>Incomplete recording:</b> {_fmt(meta.get('reason'))}. Everything "
                   "up to where it stopped is shown.</p>")
-    return banner + _table(["", ""], rows)
+    return banner + _table([], rows)
 
 
 def _result_cells(result: dict[str, Any]) -> str:
@@ -463,6 +463,11 @@ def _result_cells(result: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _caveat(result: dict[str, Any]) -> str:
+    """A result's caveat without the webcam sentence every caveat starts with (the section says it once)."""
+    return html.escape(str(result.get("caveat", "")).removeprefix(measures.WEBCAM))
+
+
 def _exam_section(numbers: dict[str, Any]) -> str:
     out = ["<h2>Eye examination, from the parameters of the whole recording</h2>",
            f"<p class='note'>{html.escape(measures.WEBCAM)}</p>"]
@@ -471,13 +476,13 @@ def _exam_section(numbers: dict[str, Any]) -> str:
         out.append("<h3>Blinks</h3>" + _table(
             ["eye", "blinks", "per minute", "complete", "incomplete", "unclassified"],
             [[b["eye"], _fmt(b["count"]), _fmt(b["rate_per_min"], 1), _fmt(b["complete"]), _fmt(b["incomplete"]),
-              _fmt(b["unclassified"])] for b in blinks]) + f"<p class='note'>{html.escape(blinks[0]['caveat'])}</p>")
+              _fmt(b["unclassified"])] for b in blinks]) + f"<p class='note'>{_caveat(blinks[0])}</p>")
     lids = numbers["lids"]
     if lids:
         out.append("<h3>Lids (medians over open-eye frames)</h3>" + _table(
             ["eye", "MRD1 (mm)", "MRD2 (mm)", "fissure (mm)", "ptosis", "note"],
             [[r["eye"], _fmt(r["mrd1_mm"]), _fmt(r["mrd2_mm"]), _fmt(r["fissure_mm"]), _fmt(r["ptosis"]),
-              _fmt(r["reason"])] for r in lids]) + f"<p class='note'>{html.escape(lids[0]['caveat'])}</p>")
+              _fmt(r["reason"])] for r in lids]) + f"<p class='note'>{_caveat(lids[0])}</p>")
     found = numbers["nystagmus_episodes"]
     out.append("<h3>Nystagmus</h3>")
     if found:
@@ -525,9 +530,9 @@ def _tests_section(events: list[dict[str, Any]]) -> str:
             if isinstance(result, dict):
                 rows.append([_fmt(result.get("measure")), _fmt(result.get("eye")), _result_cells(result)])
                 if result.get("caveat"):
-                    caveats[str(result.get("measure"))] = str(result["caveat"])
+                    caveats[str(result.get("measure"))] = _caveat(result)
         out.append(_table(["measure", "eye", "numbers"], rows))
-    out += [f"<p class='note'><b>{html.escape(m)}</b>: {html.escape(c)}</p>" for m, c in caveats.items()]
+    out += [f"<p class='note'><b>{html.escape(m)}</b>: {c}</p>" for m, c in caveats.items()]
     return "".join(out)
 
 
