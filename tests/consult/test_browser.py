@@ -7,7 +7,8 @@ masked stream, and closing the patient's tab releases the connection on the serv
 frame rate and latency figures it measured (run with ``-s`` to see them).
 
 The browser path is never skipped: without the shared clips a synthetic camera clip is made from the
-avatar renderer (recoloured, on a patterned background, so that it still differs from the proxy's output).
+avatar renderer (recoloured, on a patterned background, so that it still differs from the proxy's output);
+the camera, Chromium and page helpers are shared with the other browser tests (``tests/browser.py``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
-import av
 import cv2
 import numpy as np
 import pytest
@@ -30,35 +29,18 @@ from aiohttp.test_utils import TestServer
 
 from proxy.consult.config import Config
 from proxy.consult.server import create_app
-from tests.conftest import SHARED
+from tests.browser import thumbnail, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
 KEY = "browser-test-key-0123456789"
-WIDTH, HEIGHT, FPS = 640, 480, 30
-CLIP_SECONDS = 12
-THUMB = (32, 24)  #: grayscale thumbnails for "is this the camera picture?" comparisons
 MIN_FPS = 15.0
 FPS_WINDOW_S = 10.0
 #: Longest the frame rate is watched for a good FPS_WINDOW_S window (other jobs may load the machine).
 MAX_MEASURE_S = 25.0
-CONNECT_TIMEOUT_S = 40.0
 RELEASE_TIMEOUT_S = 30.0
 #: An output frame closer than this (mean absolute difference of normalised thumbnails, 0-255 scale) to any
 #: camera frame counts as the camera picture. A camera frame through a lossy codec sits within ~1 of it;
 #: the avatar on its own background sits far above this.
 MIN_DIFFERENCE = 18.0
-
-ARGS = [
-    "--no-sandbox",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-gpu",
-]
 
 # Draw the current picture of a <video> to a canvas and hand it back as PNG (no mirroring: the raw frame).
 GRAB_JS = """(id) => {
@@ -120,109 +102,12 @@ TRACK_PCS_JS = """(() => {
 })();"""
 
 
-# ---- the fake camera -----------------------------------------------------------------------------------
-
-
-def _fit(rgb: np.ndarray) -> np.ndarray:
-    """Letterbox a frame to WIDTH x HEIGHT without distorting the face."""
-    h, w = rgb.shape[:2]
-    scale = min(WIDTH / w, HEIGHT / h)
-    nw, nh = int(round(w * scale)), int(round(h * scale))
-    out = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    x, y = (WIDTH - nw) // 2, (HEIGHT - nh) // 2
-    out[y:y + nh, x:x + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-    return out
-
-
-def _clip_frames(count: int) -> tuple[list[np.ndarray], str]:
-    """Camera frames from the shared clips (d6, else d3), looped to ``count``; else synthetic ones."""
-    videos = SHARED / "videos"
-    for name in ("d6.mp4", "d3.mp4"):
-        path = videos / name
-        if not path.exists():
-            continue
-        frames: list[np.ndarray] = []
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                frames.append(_fit(frame.to_ndarray(format="rgb24")))
-                if len(frames) >= count:
-                    break
-        if frames:
-            return [frames[i % len(frames)] for i in range(count)], str(path)
-    return _synthetic_frames(count), "synthetic (avatar renderer; shared clips not found)"
-
-
-def _synthetic_frames(count: int) -> list[np.ndarray]:
-    """A moving face drawn by the avatar renderer, recoloured and on a pattern unlike the proxy's output."""
-    from proxy.avatar.renderer import AvatarRenderer
-    from proxy.params import MaskParams
-
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    pattern = ((xx // 40 + yy // 40) % 2 * 120 + 60).astype(np.uint8)
-    background = np.dstack([pattern, 255 - pattern, np.full_like(pattern, 200)])
-    frames = []
-    with AvatarRenderer(WIDTH, HEIGHT) as renderer:
-        empty = renderer.render(MaskParams(face=True, head_scale=0.0001))
-        for i in range(count):
-            t = i / FPS
-            params = MaskParams(face=True, frame=i, t=t, head_yaw=12 * np.sin(0.9 * t),
-                                head_pitch=6 * np.sin(0.6 * t), head_x=0.5 + 0.08 * np.sin(0.5 * t),
-                                head_scale=0.26, right_gaze_yaw=15 * np.sin(2.1 * t),
-                                left_gaze_yaw=15 * np.sin(2.1 * t), right_gaze_pitch=8 * np.cos(1.3 * t),
-                                left_gaze_pitch=8 * np.cos(1.3 * t))
-            rgb = renderer.render(params)
-            face = np.any(np.abs(rgb.astype(np.int16) - empty) > 6, axis=2)
-            frame = background.copy()
-            frame[face] = rgb[face][:, ::-1]  # swap red and blue: a different skin, still a face
-            frames.append(frame)
-    return frames
-
-
-def write_y4m(path: Path, frames: list[np.ndarray]) -> None:
-    """A Y4M file for Chromium's fake camera: yuv420p, header colour space exactly ``C420``."""
-    raw = path.with_suffix(".tmp.y4m")
-    with av.open(str(raw), "w", format="yuv4mpegpipe") as container:
-        stream = container.add_stream("rawvideo", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    with raw.open("rb") as src, path.open("wb") as dst:
-        header = src.readline()
-        fields = [f for f in header.decode("ascii").split() if not f.startswith(("C", "XYSCSS"))]
-        dst.write((" ".join(fields) + " C420\n").encode("ascii"))
-        while chunk := src.read(1 << 22):
-            dst.write(chunk)
-    raw.unlink()
-    header = path.open("rb").readline().decode("ascii").split()
-    assert header[0] == "YUV4MPEG2" and "C420" in header and f"W{WIDTH}" in header and f"H{HEIGHT}" in header, header
-
-
-def thumbnail(rgb: np.ndarray) -> np.ndarray:
-    """Small grayscale picture, normalised for brightness and contrast (codecs shift both a little)."""
-    gray = cv2.cvtColor(np.ascontiguousarray(rgb[:, :, :3]), cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(gray, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
-    return (small - small.mean()) / (small.std() + 1e-3) * 50.0
-
-
 def nearest_camera_frame(rgb: np.ndarray, camera: np.ndarray) -> float:
     """Mean absolute difference to the most similar camera thumbnail."""
     return float(np.abs(camera - thumbnail(rgb)[None]).mean(axis=(1, 2)).min())
 
 
 # ---- fixtures ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def camera(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    frames, source = _clip_frames(FPS * CLIP_SECONDS)
-    path = tmp_path_factory.mktemp("camera") / "camera.y4m"
-    write_y4m(path, frames)
-    thumbs = np.stack([thumbnail(f) for f in frames])
-    return {"path": path, "thumbs": thumbs, "source": source}
 
 
 @pytest.fixture
@@ -233,39 +118,7 @@ async def server() -> AsyncIterator[TestServer]:
     await test_server.close()
 
 
-@pytest.fixture
-async def browser(camera: dict[str, Any]) -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (sudo apt-get install -y chromium); "
-                    "the browser test needs it and CI installs it")
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=[*ARGS, f"--use-file-for-fake-video-capture={camera['path']}"])
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
 # ---- helpers -------------------------------------------------------------------------------------------
-
-
-async def wait_for(page: Any, expression: str, what: str, timeout: float = CONNECT_TIMEOUT_S) -> Any:
-    """Poll a JS expression until truthy; fail with ``what`` and the page's state otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await page.evaluate(expression)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            state = await page.evaluate("""() => ({badge: document.querySelector('.badge')?.textContent,
-                message: [...document.querySelectorAll('.message')].map((m) => m.textContent).join(' | '),
-                mp: JSON.stringify(window.maskproxy, (k, v) => (k === 'samples' ? v?.length : v))})""")
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} on {page.url}: {state}")
-        await asyncio.sleep(0.25)
 
 
 async def grab(page: Any, element: str) -> np.ndarray:
