@@ -19,6 +19,14 @@ MediaPipe's FaceMesh pipeline, with our ONNX models:
    fast eye movements), the mesh's eyelid points are replaced by the finer
    eye-model contour (MediaPipe's ``refine_landmarks``), and the next frame's
    crop comes from these landmarks.
+5. Each eye gets an :class:`EyeQuality`: how large and how fully in the
+   picture it is, and whether the pixels agree with the eye model's answer
+   (a dark iris inside a lighter fissure where the model put them). The eye
+   model has no score of its own and answers "an open eye looking ahead" even
+   for a hand or a patch over the eye: :mod:`proxy.tracking.confidence` turns
+   these numbers into "measurable or not, and why". An eye that is not
+   measurable does not feed the smoothing filter, so the next good frame is
+   not pulled towards a wrong one.
 
 Coordinates are input-image pixels with pixel centres at integers; ``z`` is
 depth in the same pixel units (smaller is nearer the camera), relative to the
@@ -151,6 +159,22 @@ def roi_for_eye(landmarks: np.ndarray, corners: tuple[int, int]) -> Roi:
     return Roi(float(centre[0]), float(centre[1]), size, _angle(a, b))
 
 
+@dataclass(frozen=True)
+class EyeQuality:
+    """How well one eye was seen in one frame: the inputs of :mod:`proxy.tracking.confidence`.
+
+    Everything is measured on what the models gave and the pixels under it,
+    before smoothing.
+    """
+
+    width_px: float  #: distance between the eye's corners (input pixels)
+    in_frame: float  #: share of the eye's region (lid contour box + a quarter eye width) inside the picture
+    texture: float  #: luminance variation (SD over mean) around the lids; about 0 on a hand or a patch
+    iris_contrast: float  #: (fissure - iris) / (fissure + iris) mean luminance; about 0 where no iris is seen
+    iris_ratio: float  #: iris diameter over eye width (about 0.4 for a real eye)
+    spread: float | None  #: RMS disagreement of the iris centre over the eye crops (eye widths); None with one crop
+
+
 @dataclass
 class FaceTrack:
     """Tracking result for one frame, all in input pixels (see module docstring)."""
@@ -162,6 +186,8 @@ class FaceTrack:
     left_iris: np.ndarray  #: (5, 3)
     presence: float  #: face-presence probability of the mesh model
     roi: Roi = field(repr=False)
+    right_quality: EyeQuality | None = None  #: None where not measured (tracks built by hand)
+    left_quality: EyeQuality | None = None
 
 
 class FaceTracker:
@@ -292,9 +318,81 @@ class FaceTracker:
                 matrices.append(matrix)
         contours, irises = self.iris.run(None, {self._iris_input: tensor})
         contours, irises = contours.reshape(2 * n, 71, 3), irises.reshape(2 * n, 5, 3)
-        eyes, iris = [], []
+        eyes, iris, quality = [], [], []
         for k in range(2):
             crops = range(k * n, (k + 1) * n)
+            iris_samples = [Roi.to_image(irises[i], matrices[i], EYE_SIZE) for i in crops]
             eyes.append(sum(Roi.to_image(contours[i], matrices[i], EYE_SIZE) for i in crops) / n)
-            iris.append(sum(Roi.to_image(irises[i], matrices[i], EYE_SIZE) for i in crops) / n)
-        return FaceTrack(landmarks, eyes[0], eyes[1], iris[0], iris[1], presence, roi)
+            iris.append(sum(iris_samples) / n)
+            texture, contrast = np.mean([eye_pixels(tensor[i], contours[i], irises[i]) for i in crops], axis=0)
+            centres = np.array([sample[0, :2] for sample in iris_samples])
+            quality.append(eye_quality(eyes[k], iris[k], rgb.shape[1], rgb.shape[0], float(texture), float(contrast),
+                                       centres))
+        return FaceTrack(landmarks, eyes[0], eyes[1], iris[0], iris[1], presence, roi, quality[0], quality[1])
+
+
+#: Luminance weights of RGB (ITU-R BT.601).
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: The iris core whose luminance is compared with the fissure around the iris (share of the iris radius):
+#: inside the limbus, clear of its blurred edge.
+IRIS_CORE = 0.7
+#: Margin of the region whose texture is measured around the lid contour's box (eye widths).
+TEXTURE_MARGIN = 0.1
+#: Fixed-point bits for sub-pixel polygon and circle drawing.
+_SHIFT = 4
+
+
+def eye_pixels(patch: np.ndarray, contour: np.ndarray, iris: np.ndarray) -> tuple[float, float]:
+    """(texture, iris contrast) of one eye crop: do the pixels show the eye the model describes?
+
+    ``patch`` is the model's input (EYE_SIZE squared, RGB in [0, 1]); ``contour`` and ``iris`` are
+    the model's outputs for it, in crop units. Texture is the luminance SD over its mean in the lid
+    contour's box: lashes, lid margins, sclera and iris make an eye, open or closed, vary; a hand or a
+    patch hardly does. Iris contrast is (fissure - iris) / (fissure + iris) mean luminance: a real
+    open eye shows a dark iris in a lighter fissure (sclera is lighter than any iris); a closed,
+    shadowed or blurred eye does not, whatever the model answers.
+    """
+    gray = patch @ LUMA
+    lids = contour[:16, :2] - 0.5
+    margin = TEXTURE_MARGIN * float(np.linalg.norm(lids[0] - lids[8]))
+    lo = np.clip(np.floor(lids.min(0) - margin), 0, EYE_SIZE - 1).astype(int)
+    hi = np.clip(np.ceil(lids.max(0) + margin), 1, EYE_SIZE).astype(int)
+    box = gray[lo[1]:max(hi[1], lo[1] + 1), lo[0]:max(hi[0], lo[0] + 1)]
+    texture = float(box.std() / max(float(box.mean()), 1e-3))
+    one = 1 << _SHIFT
+    fissure = np.zeros((EYE_SIZE, EYE_SIZE), np.uint8)
+    cv2.fillPoly(fissure, [np.round(lids * one).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
+    centre = tuple(int(v) for v in np.round((iris[0, :2] - 0.5) * one))
+    radius = float(np.linalg.norm(iris[1:5, :2] - iris[0, :2], axis=1).mean())
+    core, limbus = np.zeros_like(fissure), np.zeros_like(fissure)
+    cv2.circle(core, centre, int(round(IRIS_CORE * radius * one)), 1, -1, cv2.LINE_8, _SHIFT)
+    cv2.circle(limbus, centre, int(round(radius * one)), 1, -1, cv2.LINE_8, _SHIFT)
+    inside = (fissure & core).astype(bool)
+    around = (fissure & (1 - limbus)).astype(bool)
+    if inside.sum() < 3 or around.sum() < 3:
+        return texture, 0.0
+    iris_mean, fissure_mean = float(gray[inside].mean()), float(gray[around].mean())
+    return texture, (fissure_mean - iris_mean) / max(fissure_mean + iris_mean, 1e-6)
+
+
+def eye_quality(eye: np.ndarray, iris: np.ndarray, width: int, height: int, texture: float, contrast: float,
+                centres: np.ndarray) -> EyeQuality:
+    """One eye's :class:`EyeQuality` from its (averaged) contour and iris in image pixels.
+
+    ``centres`` are the iris centres of the single crops, for their spread.
+    """
+    lids = eye[:16, :2]
+    eye_width = float(np.linalg.norm(lids[0] - lids[8]))
+    grow = 0.25 * eye_width
+    lo, hi = lids.min(0) - grow, lids.max(0) + grow
+    inside_lo = np.maximum(lo, -0.5)
+    inside_hi = np.minimum(hi, np.array([width - 0.5, height - 0.5]))
+    area = float(np.prod(hi - lo))
+    in_frame = float(np.prod(np.clip(inside_hi - inside_lo, 0.0, None)) / area) if area > 0 else 0.0
+    rim = iris[1:5, :2]
+    diameter = float((np.linalg.norm(rim[0] - rim[2]) + np.linalg.norm(rim[1] - rim[3])) / 2)
+    scale = max(eye_width, 1e-6)
+    spread = None
+    if len(centres) > 1:
+        spread = float(np.sqrt(((centres - centres.mean(0)) ** 2).sum(1).mean()) / scale)
+    return EyeQuality(eye_width, in_frame, texture, contrast, diameter / scale, spread)
