@@ -71,6 +71,8 @@ SERVE_FLAGS = {
     "supersample": (int, "draw the avatar k x k times larger and average it down: smoother edges, about k*k times "
                     "the render cost (default 1)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "cluster": (str, "run consults as Ray actors on a cluster's media nodes: the Ray address (head:6379, auto, "
+                "ray://head:10001); needs the cluster extra (default: every consult in this process)"),
 }
 
 
@@ -90,8 +92,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"maskproxy serve: error: {exc}", file=sys.stderr)
         return 2
     setup_logging("DEBUG" if args.verbose else config.log_level, config.log_json)
+    backend = None
+    if config.cluster:  # Ray is imported only here, only in cluster mode
+        try:
+            from proxy.cluster.registry import ClusterRegistry
+        except ImportError as exc:
+            print(f"maskproxy serve: error: --cluster needs the cluster extra (pip install 'maskproxy[cluster]'): "
+                  f"{exc}", file=sys.stderr)
+            return 2
+        backend = ClusterRegistry
     try:
-        return run_server(config)
+        return run_server(config, backend)
     except (ValueError, OSError) as exc:
         print(f"maskproxy serve: error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,models,audit]'
+.venv/bin/python -m pip install -q -e '.[test,models,audit,cluster]'
 # MediaPipe's original .tflite models, for the ONNX parity test: fetched from PyPI at install
 # time (never by a test), and only the wheel file is kept; mediapipe is not installed.
 if ! ls .cache/wheels/mediapipe-0.10.21-*.whl >/dev/null 2>&1; then

@@ -27,6 +27,10 @@ class Unavailable(Exception):
     """The consult exists but cannot be reached now, e.g. it is being moved to another machine (503)."""
 
 
+class Gone(Exception):
+    """The consult ended while the request was under way (404, as for a room that never existed)."""
+
+
 @dataclass(frozen=True)
 class NewConsult:
     """What creating a consult hands back: its id and the two role tokens."""

@@ -73,6 +73,9 @@ class Config:
     supersample: int = 1
     log_json: bool = False
     log_level: str = "INFO"
+    #: Run consults as Ray actors on a cluster's media nodes: whatever ``ray.init(address=...)`` accepts (the head's
+    #: host:port, ``auto``, ``ray://head:10001``); unset, every consult runs in this process (proxy.cluster).
+    cluster: str | None = None
 
     @classmethod
     def names(cls) -> list[str]:
@@ -133,6 +136,8 @@ class Config:
             raise ValueError("self_view_fps must be between 0 (every frame) and 120")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.cluster is not None and (not self.cluster.strip() or not self.cluster.isprintable()):
+            raise ValueError("cluster must be a Ray address such as head:6379, auto or ray://head:10001")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             raise ValueError("public_url must start with http:// or https://")
         if (self.turn_username is None) != (self.turn_password is None):

@@ -6,7 +6,7 @@ API (JSON; every error is ``{"error": "..."}``):
 * ``POST /api/rooms/{room}/offer`` ``{"token", "role": "patient"|"doctor", "sdp", "type": "offer"}`` ->
   ``{"sdp", "type": "answer", "role"}``; a token of the other role gets 403
 * ``GET /api/rooms/{room}`` (``Authorization: Bearer <room token>``) -> who is connected, mask fps,
-  dropped frames, latency
+  dropped frames, latency, and the token's ``role``
 * ``GET /api/rooms/{room}/ice`` (room token) -> ICE servers for that room's pages (short-lived TURN credentials)
 * ``DELETE /api/rooms/{room}`` (API key) -> 200, every peer closed
 
@@ -42,7 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.consult import aiortc_speedups
-from proxy.consult.backend import AtCapacity, Backend, Consult, LocalBackend, Unavailable
+from proxy.consult.backend import AtCapacity, Backend, Consult, Gone, LocalBackend, Unavailable
 from proxy.consult.config import Config
 from proxy.consult.headers import security_headers
 from proxy.consult.ice import ice_servers, static_turn_for_pages
@@ -102,6 +102,8 @@ async def _json_errors(request: web.Request, handler: Handler, api: bool) -> web
         return error(exc.status, exc.reason)
     except (AtCapacity, Unavailable) as exc:  # our side cannot serve it now; the pages retry
         return error(503, str(exc))
+    except Gone:
+        return error(404, "no such room")
     except asyncio.CancelledError:
         raise
     except (UnicodeError, RecursionError) as exc:
@@ -174,8 +176,8 @@ async def _budget(request: web.Request) -> str:
                 token = await _offer_token(request)
             if _plausible_token(token) and await room.role_for(token) is not None:  # type: ignore[arg-type]
                 return f"room:{room.id}"
-    except Unavailable:
-        pass  # counted by address meanwhile; the handler answers 503
+    except (Unavailable, Gone):
+        pass  # counted by address meanwhile; the handler answers 503 or 404
     addresses = request.app[ADDRESSES]
     return addresses.key(addresses.client(request.remote, request.headers.getall("X-Forwarded-For", ())))
 
@@ -275,10 +277,14 @@ async def _room_reader(request: web.Request) -> Consult | web.Response:
 
 
 async def room_state(request: web.Request) -> web.Response:
+    """The room state, and ``role``: whose link the token is, so that a page refuses a link of the other role
+    when it loads, before it asks for the camera."""
     room = await _room_reader(request)
     if isinstance(room, web.Response):
         return room
-    return web.json_response(await room.state())
+    token = _bearer(request, "room token")
+    role = await room.role_for(token) if isinstance(token, str) else None
+    return web.json_response({**await room.state(), "role": role})
 
 
 async def room_ice(request: web.Request) -> web.Response:
