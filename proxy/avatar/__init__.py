@@ -1,7 +1,9 @@
 """The avatar: the patient's geometry turned into movements, and movements drawn on one shared head.
 
 It owns the template head (:mod:`.template`), retargeting from a
-``FaceTrack`` to :class:`~proxy.params.MaskParams` (:mod:`.retarget`), the head,
+``FaceTrack`` to :class:`~proxy.params.MaskParams` (:mod:`.retarget`, with the
+nominal perspective camera of :mod:`.camera`), what is drawn for an eye that was
+not measured (:mod:`.hold`), the head,
 eyes and lids as geometry (:mod:`.mesh`), the OpenGL renderer with the shaders in
 ``shaders/`` (:mod:`.renderer`), and the lid response of the closed loop
 track(render(p)) (:mod:`.response`). A change to how lids or eyes are drawn or

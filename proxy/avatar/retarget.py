@@ -2,9 +2,16 @@
 
 * Head pose: a rigid similarity fit of the template head's stable vertices
   (forehead, nose, cheekbones) to the 3D mesh, not 2D heuristics.
-* Gaze, per eye: the iris centre is a point on a sphere around the template's
-  eyeball centre (which the fit places in the image); its offset gives the
-  eyeball's rotation, then the head's rotation is taken out.
+* Gaze, per eye, with a perspective camera (:mod:`.camera`): the eyeball's
+  centre lies behind this eye's own corners at the template's offset, turned
+  with the head; the iris centre is where the ray through its pixel meets
+  the eyeball's sphere. That direction (the pupillary axis) turned by the
+  population-mean angle kappa (:data:`KAPPA_DEG`, nasal) is the line of
+  sight; the head's rotation is taken out. An eye fixating the camera is
+  turned towards it: two straight eyes read R - L = +7 degrees at 50 cm.
+* Per eye, whether it could be measured (:mod:`proxy.tracking.confidence`):
+  where not, that eye's fields are None; a closed eye keeps its lids and
+  loses its gaze. Nothing is held or guessed here (see :mod:`.hold`).
 * Lids, per eye: the eye model's lid contour, in the head's own frame,
   measured from the line through the eye's corners and divided by the
   eye's width. Absolute: a drooping lid stays a drooping lid.
@@ -21,8 +28,10 @@ import math
 
 import numpy as np
 
+from proxy.avatar.camera import Camera, towards
 from proxy.avatar.template import Template, load_template
 from proxy.params import MaskParams
+from proxy.tracking.confidence import eye_state
 from proxy.tracking.tracker import FaceTrack
 
 #: Mean horizontal visible iris diameter of adults (mm): the ruler for MRD values.
@@ -32,8 +41,11 @@ NEUTRAL_TIME_CONSTANT_S = 20.0
 #: Eye-model contour indices: corners, and (upper, lower) lid points facing each other.
 CORNER_OUTER, CORNER_INNER = 0, 8
 LID_PAIRS = ((10, 2), (11, 3), (12, 4), (13, 5), (14, 6))
-#: Below this aperture the iris is mostly hidden: the eye's last gaze is held (as during a blink).
-GAZE_HOLD_APERTURE = 0.15
+#: Angle kappa between the pupillary axis and the line of sight (degrees, nasal; population mean,
+#: Le Grand and El Hage 1980). The iris centre of an eye fixating a target lies that much temporal.
+KAPPA_DEG = 5.0
+#: Mesh corners (outer, inner) of each eye, [right, left].
+EYE_CORNERS = ((33, 133), (263, 362))
 MOUTH_CORNERS = (61, 291)
 INNER_LIPS = (13, 14)
 
@@ -77,21 +89,28 @@ class Retargeter:
         self.template = template or load_template()
         self._rigid_model = self.template.vertices[self.template.rigid].astype(np.float64)
         vertices = self.template.vertices.astype(np.float64)
-        corner_mid = np.stack([vertices[[33, 133]].mean(0), vertices[[263, 362]].mean(0)])
-        self._eye_offsets = self.template.eye_centres.astype(np.float64) - corner_mid
+        self._corners = np.stack([vertices[list(corners)] for corners in EYE_CORNERS])  # (eye, outer/inner, xyz)
+        self._eye_offsets = self.template.eye_centres.astype(np.float64) - self._corners.mean(1)
         self._neutral: dict[str, float] = {}
         self._mouth_rest: float | None = None
         self._last_t: float | None = None
-        self._gaze: dict[str, tuple[float, float]] = {}
 
     def reset(self) -> None:
         self._neutral.clear()
         self._mouth_rest = None
-        self._gaze.clear()
         self._last_t = None
 
     def __call__(self, track: FaceTrack | None, width: int, height: int, frame: int = 0,
                  t: float = 0.0) -> MaskParams:
+        """The frame's parameters; the fields of an eye that could not be measured are None."""
+        return self.read(track, width, height, frame, t).measured()
+
+    def read(self, track: FaceTrack | None, width: int, height: int, frame: int = 0, t: float = 0.0) -> MaskParams:
+        """Every value as read, with each eye's state but nothing set to None.
+
+        For judging the confidence itself (what would an unmeasured eye have shown?); anything that
+        leaves the proxy goes through :meth:`__call__`.
+        """
         if track is None:
             return MaskParams.neutral(frame, t)
         mesh = to_camera(track.landmarks.astype(np.float64))
@@ -108,31 +127,50 @@ class Retargeter:
         corners = self.template.vertices[[33, 263]]
         params.head_scale = float(scale * np.linalg.norm(corners[1] - corners[0]) / height)
 
-        for side, index, contour, iris in (("right", 0, track.right_eye, track.right_iris),
-                                           ("left", 1, track.left_eye, track.left_iris)):
-            # The eyeball sits behind this eye's own corners (observed, so the template's
-            # proportions cannot bias it) at the template's offset, turned with the head.
-            corners_cam = to_camera(contour[[CORNER_OUTER, CORNER_INNER]].astype(np.float64))
-            centre = corners_cam.mean(0) + scale * rotation @ self._eye_offsets[index]
-            iris_cam = to_camera(iris.astype(np.float64))
-            offset = (iris_cam[0, :2] - centre[:2]) / (scale * self.template.eye_radius)
-            norm = float(np.hypot(*offset))
-            if norm > 0.98:
-                offset *= 0.98 / norm
-            direction = np.array([offset[0], offset[1], math.sqrt(1.0 - float(offset @ offset))])
-            gaze = rotation.T @ direction
-            yaw_pitch = (math.degrees(math.atan2(gaze[0], gaze[2])),
-                         math.degrees(math.atan2(gaze[1], math.hypot(gaze[0], gaze[2]))))
+        # The eyes need the head's pose in the camera's frame, in perspective: refined from the
+        # weak-perspective fit (the pose reported above, the head as the picture shows it).
+        camera = Camera.nominal(width, height)
+        guess = camera.place(float(translation[0]), float(-translation[1]), scale)
+        rotation_cam, head = camera.solve_pose(self._rigid_model, track.landmarks[self.template.rigid, :2],
+                                               towards(-guess) @ rotation, guess)
+
+        for side, index, contour, iris, quality in (
+                ("right", 0, track.right_eye, track.right_iris, track.right_quality),
+                ("left", 1, track.left_eye, track.left_iris, track.left_quality)):
             self._lids(params, side, head_frame(to_camera(contour[:16].astype(np.float64))),
-                       head_frame(iris_cam))
-            # A (nearly) closed eye shows no iris: keep its last gaze rather than guess.
-            if getattr(params, f"{side}_aperture") < GAZE_HOLD_APERTURE and side in self._gaze:
-                yaw_pitch = self._gaze[side]
-            self._gaze[side] = yaw_pitch
-            setattr(params, f"{side}_gaze_yaw", yaw_pitch[0])
-            setattr(params, f"{side}_gaze_pitch", yaw_pitch[1])
+                       head_frame(to_camera(iris.astype(np.float64))))
+            gaze = self._gaze(camera, head, rotation_cam, index, contour, iris)
+            setattr(params, f"{side}_gaze_yaw", gaze[0])
+            setattr(params, f"{side}_gaze_pitch", gaze[1])
+            # the patient's right eye is the far one when the head turns to the image's left
+            away = -yaw if side == "right" else yaw
+            setattr(params, f"{side}_state", eye_state(quality, away, getattr(params, f"{side}_aperture"), gaze))
         self._expressions(params, head_frame(mesh), t)
         return params
+
+    def _gaze(self, camera: Camera, head: np.ndarray, rotation: np.ndarray, index: int, contour: np.ndarray,
+              iris: np.ndarray) -> tuple[float, float]:
+        """(yaw, pitch) of one eye's line of sight relative to the head, degrees.
+
+        ``head`` is the template origin and ``rotation`` the head's rotation, both in the camera's frame.
+        """
+        # The eyeball sits behind this eye's own corners (observed, so the template's proportions
+        # cannot bias it) at the template's offset, turned with the head. Each corner is seen at its
+        # own depth (the outer one lies about 6 mm deeper).
+        corners = [camera.point(float(u), float(v), head[2] + float((rotation @ self._corners[index, k])[2]))
+                   for k, (u, v) in enumerate(contour[[CORNER_OUTER, CORNER_INNER], :2].astype(np.float64))]
+        centre = (corners[0] + corners[1]) / 2 + rotation @ self._eye_offsets[index]
+        ray = camera.ray(float(iris[0, 0]), float(iris[0, 1]))
+        # the nearer point where the ray meets the eyeball's sphere (or, if it passes beside the
+        # sphere, the sphere's point nearest the ray: the iris seen edge-on)
+        along = float(ray @ centre)
+        reach = along * along - float(centre @ centre) + self.template.eye_radius**2
+        iris_point = (along - math.sqrt(reach) if reach > 0 else along) * ray
+        axis = rotation.T @ (iris_point - centre)
+        yaw = math.degrees(math.atan2(axis[0], axis[2]))
+        pitch = math.degrees(math.atan2(axis[1], math.hypot(axis[0], axis[2])))
+        # the line of sight is kappa nasal of the pupillary axis: + for the right eye, - for the left
+        return yaw + (KAPPA_DEG if index == 0 else -KAPPA_DEG), pitch
 
     @staticmethod
     def _lids(params: MaskParams, side: str, contour: np.ndarray, iris: np.ndarray) -> None:

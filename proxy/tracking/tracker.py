@@ -24,9 +24,8 @@ MediaPipe's FaceMesh pipeline, with our ONNX models:
    (a dark iris inside a lighter fissure where the model put them). The eye
    model has no score of its own and answers "an open eye looking ahead" even
    for a hand or a patch over the eye: :mod:`proxy.tracking.confidence` turns
-   these numbers into "measurable or not, and why". An eye that is not
-   measurable does not feed the smoothing filter, so the next good frame is
-   not pulled towards a wrong one.
+   these numbers into "measurable or not, and why". They are measured on the
+   models' answers before smoothing.
 
 Coordinates are input-image pixels with pixel centres at integers; ``z`` is
 depth in the same pixel units (smaller is nearer the camera), relative to the
