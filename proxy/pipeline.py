@@ -1,10 +1,13 @@
 """The masking pipeline for one stream: camera frame in, avatar frame out.
 
-    rgb frame --FaceTracker--> FaceTrack --Retargeter--> MaskParams --AvatarRenderer--> rgb frame
+    rgb frame --FaceTracker--> FaceTrack --Retargeter--> MaskParams --EyeHold--> AvatarRenderer --> rgb frame
 
 This is the only path from a patient's picture to anything that leaves the
 proxy, and the picture stops at the tracker: the output buffer is written by
-the renderer from :class:`~proxy.params.MaskParams` alone. ``maskproxy mask``,
+the renderer from :class:`~proxy.params.MaskParams` alone. The parameters
+keep ``None`` for an eye that could not be measured (that is what the doctor's
+data gets); :class:`~proxy.avatar.hold.EyeHold` fills those fields for drawing
+only, with the last measured value and then neutral. ``maskproxy mask``,
 ``maskproxy bench`` and the live proxy's workers all run this class.
 """
 
@@ -15,6 +18,7 @@ import time
 import cv2
 import numpy as np
 
+from proxy.avatar.hold import EyeHold
 from proxy.avatar.renderer import AvatarRenderer
 from proxy.avatar.retarget import Retargeter
 from proxy.params import MaskParams
@@ -46,6 +50,7 @@ class MaskPipeline:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
         self.retarget = Retargeter()
+        self.hold = EyeHold()
         self.renderer: AvatarRenderer | None = None
         self.supersample = supersample
         self.max_track_pixels = max_track_pixels
@@ -69,8 +74,9 @@ class MaskPipeline:
         return params
 
     def render(self, params: MaskParams, width: int, height: int) -> np.ndarray:
-        """The avatar for ``params`` at the given size (RGB, uint8)."""
+        """The avatar for ``params`` at the given size (RGB, uint8); unmeasured eye fields are held, then neutral."""
         start = time.perf_counter()
+        params = self.hold(params)
         if self.renderer is None:
             self.renderer = AvatarRenderer(width, height, supersample=self.supersample)
         elif (self.renderer.width, self.renderer.height) != (width, height):
