@@ -1,9 +1,14 @@
-"""``maskproxy track``: per-frame face and eye signals of a video or photo, as JSON lines."""
+"""``maskproxy track``: per-frame face and eye signals of a video or photo, as JSON lines.
+
+An eye that could not be measured has ``null`` fields and says why in ``<eye>_state``
+(see :mod:`proxy.tracking.confidence`); ``--landmarks`` adds what that decision was made from.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -27,6 +32,9 @@ def track_record(params_json: dict[str, Any], track: FaceTrack | None, landmarks
         record["left_eye"] = _points(track.left_eye)
         record["right_iris"] = _points(track.right_iris)
         record["left_iris"] = _points(track.left_iris)
+        for side, quality in (("right", track.right_quality), ("left", track.left_quality)):
+            if quality is not None:
+                record[f"{side}_quality"] = {k: v if v is None else round(v, 4) for k, v in asdict(quality).items()}
     return record
 
 

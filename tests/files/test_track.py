@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 REQUIRED = {"frame", "t", "face", "head_yaw", "head_pitch", "head_roll", "right_gaze_yaw", "right_gaze_pitch",
-            "left_gaze_yaw", "left_gaze_pitch", "right_aperture", "left_aperture"}
+            "left_gaze_yaw", "left_gaze_pitch", "right_aperture", "left_aperture", "right_state", "left_state"}
 
 
 def maskproxy(*args: str) -> subprocess.CompletedProcess[str]:
@@ -28,11 +28,20 @@ def test_track_video(short_clip: Path) -> None:
     assert all(b["t"] > a["t"] for a, b in zip(rows, rows[1:], strict=False))
     with_face = [r for r in rows if r["face"]]
     assert len(with_face) >= 0.9 * len(rows)
+    measured = 0
     for row in with_face:
         assert REQUIRED <= set(row)
         assert "landmarks" not in row
-        assert 0.0 <= row["right_aperture"] < 1.0 and 0.0 <= row["left_aperture"] < 1.0
-        assert abs(row["head_yaw"]) < 90 and abs(row["right_gaze_yaw"]) < 90
+        assert abs(row["head_yaw"]) < 90
+        for side in ("right", "left"):
+            state, aperture, gaze = row[f"{side}_state"], row[f"{side}_aperture"], row[f"{side}_gaze_yaw"]
+            # an eye that could not be measured is null, never a guess
+            assert (aperture is None) == (state not in ("measured", "closed", "no iris")), row
+            assert (gaze is None) == (state != "measured"), row
+            assert aperture is None or 0.0 <= aperture < 1.0
+            assert gaze is None or abs(gaze) < 90
+            measured += state == "measured"
+    assert measured >= 1.5 * len(with_face)  # most eyes, most of the time
 
 
 def test_track_photo_with_landmarks(tmp_path: Path, face_photo: np.ndarray) -> None:
@@ -91,6 +100,28 @@ def test_eye_samples_one_is_the_live_setting(tmp_path: Path, face_photo: np.ndar
         rows[samples] = json.loads(done.stdout)
     rgb = cv2.imread(str(photo))[:, :, ::-1].copy()
     live = Retargeter()(FaceTracker().process(rgb, 0.0), rgb.shape[1], rgb.shape[0], 0, 0.0).to_json()
+    assert live["right_state"] == "measured"
     assert rows["1"]["right_gaze_yaw"] == live["right_gaze_yaw"]
     assert rows["4"]["right_gaze_yaw"] != live["right_gaze_yaw"]
     assert abs(rows["4"]["right_gaze_yaw"] - live["right_gaze_yaw"]) < 5
+
+
+def test_track_prints_null_for_a_covered_eye(tmp_path: Path, face_photo: np.ndarray) -> None:
+    """JSON null, the eye's state and, with --landmarks, what the decision was made from."""
+    from proxy.tracking.tracker import FaceTracker
+
+    track = FaceTracker().process(face_photo)
+    assert track is not None
+    eye = track.left_eye[:16, :2]
+    (x0, y0), (x1, y1) = eye.min(0) - 8, eye.max(0) + 8
+    covered = face_photo.copy()
+    covered[int(y0):int(y1), int(x0):int(x1)] = 0
+    photo = tmp_path / "patched.png"
+    cv2.imwrite(str(photo), covered[:, :, ::-1])
+    done = maskproxy("track", str(photo), "--landmarks")
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["left_state"] == "covered" and row["right_state"] == "measured"
+    assert '"left_gaze_yaw": null' in done.stdout and row["left_aperture"] is None
+    assert isinstance(row["right_gaze_yaw"], float)
+    assert row["left_quality"]["texture"] < row["right_quality"]["texture"]
