@@ -5,7 +5,9 @@ Starts the proxy as its own process (optionally pinned to some CPUs), opens
 and a doctor client receiving, and reports per consult the frame rate the
 doctor receives, the proxy's added latency per minute (p50/p95, from the room
 state: camera frame received -> masked frame handed to the encoder), dropped
-frames, and the proxy's peak memory. Bounded in time; loopback only.
+frames, and the proxy's peak memory; and the round trip of an offer through the API (median of a few,
+each answered but never connected). Bounded in time; loopback only. With ``--cluster`` the consults run as
+Ray actors on a local multi-node cluster instead (:mod:`proxy.bench.cluster`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +101,7 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
     clients sharing one Python process would measure their own GIL, not the proxy)."""
     samples: list[dict[str, Any]] = []
     rooms: list[dict[str, str]] = []
+    offers: list[list[float]] = []
     processes: list[asyncio.subprocess.Process] = []
 
     def pin() -> None:
@@ -106,7 +112,10 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
         for _ in range(consults):
             async with session.post(f"{base}/api/rooms", headers={"Authorization": f"Bearer {key}"}) as response:
                 room = await response.json()
+                if response.status != 201:
+                    raise SystemExit(f"maskproxy bench: the proxy refused a consult: {response.status} {room}")
             rooms.append(room)
+            offers.append(await offer_round_trips(session, base, room))
             processes.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy.bench.live", base, json.dumps(room), str(clip), f"{size[0]}x{size[1]}",
                 str(seconds), stdout=asyncio.subprocess.PIPE, preexec_fn=pin))
@@ -130,7 +139,34 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
                 for s in samples[-consults:]) + f"  RSS {rss:.0f} MB", flush=True)
         for process in processes:
             await process.wait()
-    return {"samples": samples}
+    return {"samples": samples, "rooms": rooms, "offer_ms": [round(float(np.median(o)), 1) for o in offers]}
+
+
+async def offer_round_trips(session: aiohttp.ClientSession, base: str, room: dict[str, str],
+                            count: int = 5) -> list[float]:
+    """Milliseconds from posting a doctor's offer to its answer, ``count`` times (the answers are not applied, so
+    nothing connects; each offer replaces the one before). What the API adds in front of a room shows here."""
+    from aiortc import RTCPeerConnection
+    from aiortc.mediastreams import AudioStreamTrack
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
+    pc.createDataChannel("mask")
+    await pc.setLocalDescription(await pc.createOffer())
+    body = {"token": room["doctor_token"], "role": "doctor", "sdp": pc.localDescription.sdp, "type": "offer"}
+    times = []
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            async with session.post(f"{base}/api/rooms/{room['room']}/offer", json=body) as response:
+                await response.read()
+                if response.status != 200:
+                    raise SystemExit(f"maskproxy bench: an offer was refused: {response.status}")
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        await pc.close()
+    return times
 
 
 def summarise(samples: list[dict[str, Any]], consults: int) -> dict[str, Any]:
@@ -141,6 +177,7 @@ def summarise(samples: list[dict[str, Any]], consults: int) -> dict[str, Any]:
             continue
         minute_marks = [s for s in mine if abs(s["t"] % 60) < 5 or s is mine[-1]]
         result["consults"].append({
+            "consult": index,
             "doctor_fps_min": min(s["doctor_fps"] for s in mine),
             "doctor_fps_mean": round(float(np.mean([s["doctor_fps"] for s in mine])), 1),
             "latency_first_minute": (minute_marks[0] if minute_marks else mine[0])["latency_ms"],
@@ -152,19 +189,22 @@ def summarise(samples: list[dict[str, Any]], consults: int) -> dict[str, Any]:
     return result
 
 
-def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dict[str, Any]:
+@contextmanager
+def serving(args: argparse.Namespace, environment: dict[str, str] | None = None) -> Iterator[tuple[Any, str, str]]:
+    """``maskproxy serve`` in a process of its own on a free loopback port: (process, base URL, API key)."""
     key = secrets.token_urlsafe(16)
     port = free_port()
     env = {**os.environ, "MASKPROXY_API_KEY": key, "MASKPROXY_MAX_CONSULTS": str(max(args.consults, 1)),
-           "MASKPROXY_LOG_LEVEL": "WARNING", "MASKPROXY_THREADS": str(args.threads)}
-    server_cpus, client_cpus = _cpus(args.server_cpus), _cpus(args.client_cpus)
+           "MASKPROXY_LOG_LEVEL": "WARNING", "MASKPROXY_THREADS": str(args.threads), **(environment or {})}
+    server_cpus = _cpus(args.server_cpus)
 
     def pin() -> None:  # runs in the child before exec: every thread it starts inherits this
         if server_cpus:
             os.sched_setaffinity(0, server_cpus)
 
+    errors = tempfile.TemporaryFile()  # not a pipe: nobody reads it while serving, and a full pipe would block it
     server = subprocess.Popen([sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
+                              env=env, stdout=subprocess.DEVNULL, stderr=errors, preexec_fn=pin)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -174,19 +214,32 @@ def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dic
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
+                    errors.seek(0)
                     raise SystemExit("maskproxy bench: the proxy did not start: "
-                                     + (server.stderr.read().decode()[-500:] if server.stderr else "")) from None
+                                     + errors.read().decode(errors="replace")[-500:]) from None
                 time.sleep(0.3)
-        print(f"live: {args.consults} consult(s) at {size[0]}x{size[1]} for {args.seconds:.0f} s "
-              f"(proxy on CPUs {sorted(server_cpus) if server_cpus else 'any'})", flush=True)
-        raw = asyncio.run(_consults(base, key, clip, size, args.consults, args.seconds, server.pid, client_cpus))
+        yield server, base, key
     finally:
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+        errors.close()
+
+
+def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dict[str, Any]:
+    if getattr(args, "cluster", False):
+        from proxy.bench.cluster import run_cluster_live
+
+        return run_cluster_live(args, clip, size)
+    with serving(args) as (server, base, key):
+        print(f"live: {args.consults} consult(s) at {size[0]}x{size[1]} for {args.seconds:.0f} s "
+              f"(proxy on CPUs {sorted(_cpus(args.server_cpus)) if args.server_cpus else 'any'})", flush=True)
+        raw = asyncio.run(_consults(base, key, clip, size, args.consults, args.seconds, server.pid,
+                                    _cpus(args.client_cpus)))
     report = summarise(raw["samples"], args.consults)
+    report["offer_ms"] = raw["offer_ms"]
     report["samples"] = raw["samples"]
     report["size"] = f"{size[0]}x{size[1]}"
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consults", type=int, default=1, help="with --live: consults at once (default 1)")
     parser.add_argument("--server-cpus", help="with --live: pin the proxy to these CPUs, e.g. 0 or 0-1")
     parser.add_argument("--client-cpus", help="with --live: pin the clients to these CPUs")
+    parser.add_argument("--cluster", action="store_true",
+                        help="with --live: run each consult as a Ray actor on a local cluster of one media node per "
+                        "consult plus a spare, and time the recovery from a node's death (needs the cluster extra)")
     parser.add_argument("--mediapipe-python", default=os.environ.get("MASKPROXY_MEDIAPIPE_PYTHON"),
                         help="python interpreter with mediapipe==0.10.21, for the FaceMesh baseline "
                         "(or set MASKPROXY_MEDIAPIPE_PYTHON)")

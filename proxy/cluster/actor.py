@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,7 +73,8 @@ class ConsultActor:
     async def ready(self) -> dict[str, Any]:
         """Where the consult runs, once it can answer offers (the neutral avatar drawn)."""
         await self._warm
-        return {"node": self.node, "address": ray.util.get_node_ip_address(), "restarted": self.restarted}
+        return {"node": self.node, "address": ray.util.get_node_ip_address(), "restarted": self.restarted,
+                "pid": os.getpid()}
 
     async def role_for(self, token: str) -> str | None:
         return self.room.role_for(token)
