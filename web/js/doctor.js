@@ -17,11 +17,17 @@ const soundButton = $('sound');
 
 const SPAN_S = 10; // seconds of history shown in the traces
 const DIFF_WINDOW_S = 0.5; // R − L is averaged over this long to steady the number
+// R − L is shown as its change from its own median over the last BASELINE_S: without a calibration of
+// the patient's eyes its absolute value is uncertain by several degrees from person to person, so it is
+// not a deviation to read in prism dioptres; its changes (a drift, a tropia appearing) are measured.
+const BASELINE_S = 120;
+const BASELINE_MIN_SAMPLES = 30;
 const READOUT_INTERVAL_MS = 200;
 const COLORS = { right: '#c62828', left: '#1565c0' }; // right red, left blue (with dashes for colour-blind users)
 const LEFT_DASH = [6, 3];
 
 const samples = new RingBuffer(2048); // ~10 s at up to 200 fps; older samples fall out
+const vergence = new RingBuffer(8192); // {t, yaw, pitch}: R − L where both eyes were measured, for the baseline
 const blinks = { right: new BlinkDetector(), left: new BlinkDetector() };
 let stats = null;
 let frozen = null; // {samples, tEnd} snapshot while frozen
@@ -41,6 +47,8 @@ function showMessage(text) {
 const fmtDeg = (v) => (Number.isFinite(v) ? `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(1)}°` : '–');
 const fmtNum = (v, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '–');
 const num = (v) => (Number.isFinite(v) ? v : null);
+// A difference only where both values were measured (null − x would be −x in JavaScript).
+const diff = (a, b) => (Number.isFinite(a) && Number.isFinite(b) ? a - b : NaN);
 
 /* ---------- media and connection ---------- */
 
@@ -126,6 +134,12 @@ function onFrame(msg) {
   samples.push(msg);
   mp.lastParams = msg;
   const face = msg.face === true;
+  if (last && msg.t < last.t) vergence.clear();
+  if (face) {
+    const yaw = diff(msg.right_gaze_yaw, msg.left_gaze_yaw);
+    const pitch = diff(msg.right_gaze_pitch, msg.left_gaze_pitch);
+    if (Number.isFinite(yaw) || Number.isFinite(pitch)) vergence.push({ t: msg.t, yaw, pitch });
+  }
   blinks.right.update(msg.t, face ? msg.right_aperture : NaN);
   blinks.left.update(msg.t, face ? msg.left_aperture : NaN);
   dirty = true;
@@ -184,6 +198,20 @@ function mean(list, fn) {
   return n ? sum / n : NaN;
 }
 
+function median(values) {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length < BASELINE_MIN_SAMPLES) return NaN;
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Change of R − L (last 0.5 s) from its median over the BASELINE_S before `tEnd`; NaN until known. */
+function vergenceChange(recent, axis, tEnd) {
+  const now = mean(recent, (s) => diff(s[`right_gaze_${axis}`], s[`left_gaze_${axis}`]));
+  const history = vergence.since(tEnd - BASELINE_S).filter((v) => v.t <= tEnd);
+  return now - median(history.map((v) => v[axis]));
+}
+
 function setText(id, text) {
   const el = $(id);
   if (el.textContent !== text) el.textContent = text;
@@ -192,17 +220,24 @@ function setText(id, text) {
 function updateReadouts(view) {
   const last = view.samples[view.samples.length - 1];
   const face = last?.face === true;
-  const v = (key) => (face ? last[key] : NaN);
-  setText('r-yaw', fmtDeg(v('right_gaze_yaw')));
-  setText('l-yaw', fmtDeg(v('left_gaze_yaw')));
-  setText('r-pitch', fmtDeg(v('right_gaze_pitch')));
-  setText('l-pitch', fmtDeg(v('left_gaze_pitch')));
-  setText('r-ap', fmtNum(v('right_aperture')));
-  setText('l-ap', fmtNum(v('left_aperture')));
+  // an eye that could not be measured shows why (closed, covered, turned away, ...) instead of a number
+  const eye = (side, key, fmt) => {
+    if (!face) return '–';
+    const value = last[`${side}_${key}`];
+    if (Number.isFinite(value)) return fmt(value);
+    const state = last[`${side}_state`];
+    return typeof state === 'string' && state !== 'measured' ? state : '–';
+  };
+  setText('r-yaw', eye('right', 'gaze_yaw', fmtDeg));
+  setText('l-yaw', eye('left', 'gaze_yaw', fmtDeg));
+  setText('r-pitch', eye('right', 'gaze_pitch', fmtDeg));
+  setText('l-pitch', eye('left', 'gaze_pitch', fmtDeg));
+  setText('r-ap', eye('right', 'aperture', fmtNum));
+  setText('l-ap', eye('left', 'aperture', fmtNum));
 
   const recent = view.samples.filter((s) => s.face && s.t >= view.tEnd - DIFF_WINDOW_S);
-  setText('d-yaw', fmtDeg(mean(recent, (s) => s.right_gaze_yaw - s.left_gaze_yaw)));
-  setText('d-pitch', fmtDeg(mean(recent, (s) => s.right_gaze_pitch - s.left_gaze_pitch)));
+  setText('d-yaw', fmtDeg(vergenceChange(recent, 'yaw', view.tEnd)));
+  setText('d-pitch', fmtDeg(vergenceChange(recent, 'pitch', view.tEnd)));
   setText('head', face ? `${fmtDeg(last.head_yaw)} / ${fmtDeg(last.head_pitch)} / ${fmtDeg(last.head_roll)}` : '–');
   setText('face', last ? (face ? 'Yes' : 'No') : '–');
 
