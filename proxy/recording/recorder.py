@@ -142,6 +142,7 @@ class Recorder:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._state = "new"
         self._reason: str | None = None
+        self._ended: tuple[str, float] | None = None  #: (UTC time, clock) of stop()
         self._complete = True
         self._start = 0.0
         self._clocks: dict[str, _Clock] = {}
@@ -198,6 +199,7 @@ class Recorder:
                 return
             self._state = "stopping"
             self._reason = reason
+            self._ended = (now_iso(), self._clock())
             self._queue.put(_STOP)
 
     def close(self, timeout: float | None = 30.0) -> dict[str, Any]:
@@ -427,10 +429,10 @@ class Recorder:
         with self._lock:
             if self._state != "failed":
                 self._state = "stopped"
-            ended = self._clock()
+            ended, at = self._ended or (now_iso(), self._clock())  # when stop() was called, or now (a fault)
             self.metadata.update(
                 state=COMPLETE if self._complete else INCOMPLETE, complete=self._complete, reason=self._reason,
-                ended=now_iso(), duration_s=round(ended - self._start, 3),
+                ended=ended, duration_s=round(at - self._start, 3),
                 tracks={VIDEO_TRACKS[t]: {"frames_fed": self.frames[t], "dropped": self.dropped[t],
                                           "frames_written": self._written.get(VIDEO_TRACKS[t], 0),
                                           "size": list(self._sizes.get(VIDEO_TRACKS[t], (0, 0)))}

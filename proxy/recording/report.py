@@ -212,8 +212,12 @@ def load_source(args: argparse.Namespace) -> Source:
 
 
 def times(lines: list[dict[str, Any]]) -> np.ndarray:
-    """Each line's time in the video: ``video_t`` of a recording, ``t`` of a masked file."""
-    return np.array([float(line.get("video_t", line.get("t", math.nan))) for line in lines], dtype=float)
+    """Each line's time in the video: ``video_t`` of a recording, ``t`` of a masked file; NaN if neither."""
+    def time_of(line: dict[str, Any]) -> float:
+        value = line.get("video_t", line.get("t"))
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+    return np.array([time_of(line) for line in lines], dtype=float)
 
 
 def column(lines: list[dict[str, Any]], key: str) -> np.ndarray:
