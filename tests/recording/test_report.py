@@ -234,15 +234,16 @@ def _cli(*args: str, block: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
-def test_bad_sources_are_one_line_and_status_2(tmp_path: Path, recording: tuple[Path, str]) -> None:
+def test_bad_sources_are_one_line_and_status_2(tmp_path: Path, recording: tuple[Path, str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     root, recording_id = recording
     out = str(tmp_path / "r.html")
     for args, said in (([str(tmp_path / "nothing"), "--out", out], "no such recording folder"),
                        ([recording_id, "--recordings-dir", str(root), "--out", out], "encrypted"),
                        ([str(root / recording_id), "--out", str(tmp_path / "no" / "r.html")], "no such folder")):
-        done = _cli("report", *args)
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and said in done.stderr, \
-            done.stderr
+        assert main(["report", *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and said in err, err
     done = _cli("report", str(root / recording_id), "--out", out, block="sys.modules['matplotlib'] = None;")
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "maskproxy report: needs matplotlib for its plots (pip install 'maskproxy[audit]')"]
