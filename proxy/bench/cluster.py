@@ -110,7 +110,7 @@ def run_cluster_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]
                 entry["actor_rss_mb"] = round(_memory_mb(where["pid"])[1], 1)
             report["api_peak_rss_mb"] = report.pop("peak_rss_mb")
             report.pop("peak_rss_mb_per_consult")
-            report["offer_ms"] = raw["offer_ms"]
+            report["offer_ms"], report["state_ms"] = raw["offer_ms"], raw["state_ms"]
             print("  recovery: killing the node of consult 0 ...", flush=True)
             report["node_death"] = asyncio.run(_recovery(cluster, base, raw["rooms"][0], clip_frames(clip, size, 90)))
     report["samples"] = raw["samples"]

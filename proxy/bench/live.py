@@ -102,6 +102,7 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
     samples: list[dict[str, Any]] = []
     rooms: list[dict[str, str]] = []
     offers: list[list[float]] = []
+    reads: list[list[float]] = []
     processes: list[asyncio.subprocess.Process] = []
 
     def pin() -> None:
@@ -116,6 +117,7 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
                     raise SystemExit(f"maskproxy bench: the proxy refused a consult: {response.status} {room}")
             rooms.append(room)
             offers.append(await offer_round_trips(session, base, room))
+            reads.append(await state_round_trips(session, base, room))
             processes.append(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "proxy.bench.live", base, json.dumps(room), str(clip), f"{size[0]}x{size[1]}",
                 str(seconds), stdout=asyncio.subprocess.PIPE, preexec_fn=pin))
@@ -139,7 +141,21 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
                 for s in samples[-consults:]) + f"  RSS {rss:.0f} MB", flush=True)
         for process in processes:
             await process.wait()
-    return {"samples": samples, "rooms": rooms, "offer_ms": [round(float(np.median(o)), 1) for o in offers]}
+    return {"samples": samples, "rooms": rooms, "offer_ms": [round(float(np.median(o)), 1) for o in offers],
+            "state_ms": [round(float(np.median(r)), 1) for r in reads]}
+
+
+async def state_round_trips(session: aiohttp.ClientSession, base: str, room: dict[str, str],
+                            count: int = 20) -> list[float]:
+    """Milliseconds for ``GET /api/rooms/{room}``, ``count`` times: the API's own cost in front of a room."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        async with session.get(f"{base}/api/rooms/{room['room']}",
+                               headers={"Authorization": f"Bearer {room['doctor_token']}"}) as response:
+            await response.read()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
 
 
 async def offer_round_trips(session: aiohttp.ClientSession, base: str, room: dict[str, str],
@@ -239,7 +255,7 @@ def run_live(args: argparse.Namespace, clip: Path, size: tuple[int, int]) -> dic
         raw = asyncio.run(_consults(base, key, clip, size, args.consults, args.seconds, server.pid,
                                     _cpus(args.client_cpus)))
     report = summarise(raw["samples"], args.consults)
-    report["offer_ms"] = raw["offer_ms"]
+    report["offer_ms"], report["state_ms"] = raw["offer_ms"], raw["state_ms"]
     report["samples"] = raw["samples"]
     report["size"] = f"{size[0]}x{size[1]}"
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
