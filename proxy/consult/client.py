@@ -91,13 +91,17 @@ class ConsultClient:
     """One side of a consult (``patient`` or ``doctor``); ``connect()``, then ``close()``."""
 
     def __init__(self, base: str, room: str, token: str, role: str, frames: list[np.ndarray] | None = None,
-                 fps: float = 30.0, configuration: RTCConfiguration | None = None, thumbs: bool = False) -> None:
+                 fps: float = 30.0, configuration: RTCConfiguration | None = None, thumbs: bool = False,
+                 closeup: bool = False) -> None:
         self.base, self.room, self.token, self.role = base.rstrip("/"), room, token, role
         self.pc = RTCPeerConnection(configuration)
         self.messages: list[dict[str, Any]] = []
         self.camera = FramesTrack(frames, fps) if frames is not None else None
         self.receivers: dict[str, Receiver] = {}
+        self.channel: Any = None  #: the "mask" data channel, once connect() made it
         self.thumbs = thumbs  #: keep a thumbnail of every frame of every video received
+        #: a doctor that asks for the eye close-up, as the doctor page does: [video, video (receive-only), audio]
+        self.closeup = closeup and role == "doctor"
 
     async def connect(self, session: aiohttp.ClientSession, keep: int = 0, answer: bool = True) -> None:
         """Offer to the proxy and, with ``answer``, apply its answer (without: a peer that never connects)."""
@@ -106,10 +110,13 @@ class ConsultClient:
             pc.addTransceiver(self.camera, direction="sendrecv")
         else:
             pc.addTransceiver("video", direction="recvonly")
+        if self.closeup:
+            pc.addTransceiver("video", direction="recvonly")
         pc.addTransceiver(AudioStreamTrack(), direction="sendrecv")
         if self.role == "patient":
             pc.addTransceiver("video", direction="recvonly")
-        channel = pc.createDataChannel("mask")
+        names = ["masked", "closeup", "audio"] if self.closeup else ["masked", "audio", "doctor_video"]
+        channel = self.channel = pc.createDataChannel("mask")
 
         @channel.on("message")
         def on_message(message: str) -> None:
@@ -118,8 +125,8 @@ class ConsultClient:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             index = [t.receiver.track for t in pc.getTransceivers()].index(track)
-            name = {0: "masked", 1: "audio", 2: "doctor_video"}[index]
-            self.receivers[name] = Receiver(track, keep=keep if name == "masked" else 0,
+            name = names[index]
+            self.receivers[name] = Receiver(track, keep=keep if name in ("masked", "closeup") else 0,
                                             thumbs=self.thumbs)
 
         await pc.setLocalDescription(await pc.createOffer())
@@ -139,8 +146,17 @@ class ConsultClient:
                 raise TimeoutError(f"{self.role} did not connect: {self.pc.connectionState}")
             await asyncio.sleep(0.05)
 
+    def send(self, message: str | bytes | dict[str, Any]) -> None:
+        """Put a message on the "mask" data channel (a dict is sent as JSON), as a page does."""
+        self.channel.send(json.dumps(message) if isinstance(message, dict) else message)
+
     def params(self) -> list[dict[str, Any]]:
-        return [m for m in self.messages if "stats" not in m]
+        """The per-frame mask parameters received (not stats, exam or other notices)."""
+        return [m for m in self.messages if "frame" in m and "face" in m]
+
+    def exam(self, kind: str) -> list[dict[str, Any]]:
+        """The bodies of the exam messages of one kind received (``exam``, ``exam_started``, ``exam_result``...)."""
+        return [m[kind] for m in self.messages if kind in m]
 
     async def close(self) -> None:
         for receiver in self.receivers.values():

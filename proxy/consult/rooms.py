@@ -37,9 +37,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.sdp import SessionDescription
 
 from proxy.consult import candidates, decode_guard
 from proxy.consult.config import Config
+from proxy.consult.exam_link import ExamLink
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
 from proxy.consult.stats import RollingStats
@@ -134,6 +136,7 @@ class Peer:
     relayable: dict[str, MediaStreamTrack] = field(default_factory=dict)
     #: A patient's incoming camera: read by the masking worker's feed and nothing else.
     camera: MediaStreamTrack | None = None
+    closeup: bool = False  #: a doctor whose offer asked for the eye close-up (a second, receive-only video)
     joined_at: float = field(default_factory=time.monotonic)  #: when the offer was answered
     disconnected_since: float | None = None  #: when it went silent (or failed to connect), None while alive
     received: int = -1  #: packets received on its transport at the last liveness check
@@ -181,6 +184,11 @@ class Room:
         self.pipeline_factory = pipeline_factory
         self._loop = asyncio.get_running_loop()
         self.masked = MaskedVideoTrack(self._idle_frame, on_sent=self._sent)
+        #: The eye examination and the doctor's eye close-up (a second masked track, drawn from the same parameters).
+        self.exam = ExamLink(self._loop, self._send_role, self._push_closeup, room=room_id)
+        self.closeup = MaskedVideoTrack(self._idle_closeup, on_sent=self._closeup_sent)
+        self.closeup_stats = RollingStats()
+        self.exam.start()
         self._stats_task = asyncio.create_task(self._send_stats())
 
     # -- roles and tokens ------------------------------------------------
@@ -209,7 +217,16 @@ class Room:
                 "size": f"{self.size[0]}x{self.size[1]}",
             },
             "media": {"refused_keyframes": self.refused_keyframes, "channel_skipped": self.channel_skipped},
+            "exam": self._exam_state(),
         }
+
+    def _exam_state(self) -> dict[str, Any]:
+        """The examination's counters, with the close-up's frame rate as sent to the doctor."""
+        state = self.exam.stats()
+        doctor = self.peers.get(DOCTOR)
+        state["closeup"].update(fps=round(self.closeup_stats.fps(), 1), frames=self.closeup_stats.frames,
+                                sending=doctor is not None and doctor.closeup)
+        return state
 
     def _peer_state(self, role: str) -> dict[str, Any]:
         """``connected`` is true while the peer is joining or connected (not once it went silent)."""
@@ -268,6 +285,7 @@ class Room:
         @pc.on("datachannel")
         def on_datachannel(channel: Any) -> None:
             if channel.label == "mask":
+                channel.on("message", lambda data: self._exam_message(peer, data))
                 peer.channel = channel
 
         @pc.on("connectionstatechange")
@@ -298,18 +316,25 @@ class Room:
         if not videos:
             raise OfferError("the offer has no video section")
         if peer.role == DOCTOR and len(videos) > 1:
-            # The patient page asks for a second video (the doctor's camera); the doctor page never does.
-            raise OfferError("this offer comes from the patient page: a doctor's offer has one video section")
+            # The patient page asks for a second video (the doctor's camera) after its audio; the doctor page asks
+            # for the eye close-up right after its own video, receive-only. Anything else is refused.
+            if not _closeup_offer(sdp, len(videos)):
+                raise OfferError("this offer comes from the patient page: a doctor's offer has one video section, "
+                                 "or a second receive-only one right after it for the eye close-up")
+            peer.closeup = True
         for transceiver in videos:  # before the connection starts its decoders
             decode_guard.guard(transceiver.receiver, self.config.max_decode_pixels,
                                lambda width, height, role=peer.role: self._refused(role, width, height))
 
         # (handlers first: aiortc emits "track" while applying the offer)
-        # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio].
+        # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio]
+        # or, with the eye close-up, [video, video, audio].
         masked = self.relay.subscribe(self.masked, buffered=False)
         if peer.role == PATIENT and self.config.self_view_fps > 0:
             masked = RateLimitedTrack(masked, self.config.self_view_fps)
         self._send(videos[0], masked)
+        if peer.closeup:
+            self._send(videos[1], self.relay.subscribe(self.closeup, buffered=False))
         if peer.role == PATIENT:
             if audios:
                 self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(DOCTOR, "audio")))
@@ -432,6 +457,22 @@ class Room:
         message = json.dumps(result.params.to_json())
         for peer in self.peers.values():
             self._send_text(peer, message)
+        doctor = self.peers.get(DOCTOR)
+        self.exam.frame(result.params, result.frame, result.received, result.fault,
+                        closeup=doctor is not None and doctor.closeup)
+
+    def _push_closeup(self, frame: av.VideoFrame, received: float) -> None:
+        if not self.closed:
+            self.closeup.push(frame, received)
+
+    def _closeup_sent(self, received: object) -> None:
+        if isinstance(received, float):
+            self.closeup_stats.record((time.monotonic() - received) * 1000)
+
+    def _exam_message(self, peer: Peer, data: object) -> None:
+        """A page's data-channel message, for the eye examination (which ignores and counts what is not its own)."""
+        if self._current(peer):  # a displaced connection's messages go nowhere
+            self.exam.receive(peer.role, data)
 
     def _sent(self, received: object) -> None:
         latency = (time.monotonic() - received) * 1000 if isinstance(received, float) else None
@@ -443,6 +484,15 @@ class Room:
     def _idle_frame(self) -> av.VideoFrame:
         """What the masked track shows when no masked frame is due."""
         width, height = self.size
+        return rgb_to_frame(still_picture("fault" if self._at_fault() else "neutral", width, height))
+
+    def _idle_closeup(self) -> av.VideoFrame:
+        """What the close-up shows when no close-up is due: the fault card when the face view shows it (or the
+        close-up's own thread stalled), else the neutral avatar's eyes."""
+        return rgb_to_frame(self.exam.idle_picture(self._at_fault()))
+
+    def _at_fault(self) -> bool:
+        """Whether the face view shows the fault card: the worker stalled or died, or it fails with the camera on."""
         worker = self._worker
         stalled = worker is not None and (not worker.alive or (
             worker.busy_since is not None and time.monotonic() - worker.busy_since > STALL_SECONDS))
@@ -451,12 +501,18 @@ class Room:
         failing = camera_on and worker is not None and worker.errors and not self.face
         if stalled:
             self.face = False
-        return rgb_to_frame(still_picture("fault" if stalled or failing else "neutral", width, height))
+        return bool(stalled or failing)
 
     @staticmethod
     def _waiting_frame() -> av.VideoFrame:
         """Shown to the patient in place of the doctor's camera until it arrives."""
         return rgb_to_frame(still_picture("waiting", 640, 360))
+
+    def _send_role(self, role: str, message: str) -> None:
+        """Send on ``role``'s data channel, if that role is connected (see :meth:`_send_text`)."""
+        peer = self.peers.get(role)
+        if peer is not None and not self.closed:
+            self._send_text(peer, message)
 
     def _send_text(self, peer: Peer, message: str) -> None:
         """Send on ``peer``'s data channel, unless it still holds MAX_CHANNEL_BUFFER bytes unsent: then the
@@ -570,10 +626,25 @@ class Room:
             await pc.close()
         self.connections.clear()
         self.masked.stop()
+        self.closeup.stop()
+        await asyncio.to_thread(self.exam.close)
         if self._worker is not None:
             worker, self._worker = self._worker, None
             await asyncio.to_thread(worker.stop)
         log.info("room %s: closed", self.id)
+
+
+def _closeup_offer(sdp: str, videos: int) -> bool:
+    """Whether a doctor's offer with ``videos`` video sections is the doctor page's with the eye close-up: exactly
+    two, the second right after the first and receive-only (the patient page's second video follows its audio)."""
+    if videos != 2:
+        return False
+    try:
+        media = SessionDescription.parse(sdp).media
+    except Exception:  # noqa: BLE001 - aiortc accepted this SDP already; if it cannot be read again, refuse
+        return False
+    return len(media) >= 2 and media[0].kind == "video" and media[1].kind == "video" and \
+        media[1].direction == "recvonly"
 
 
 class RoomRegistry:
