@@ -19,11 +19,11 @@ read R - L of about +7 degrees (+4 at 1 m). Strabismus is a change of the
 difference between the two; without a calibration of the patient's own eyes
 the absolute difference is uncertain by several degrees per person.
 
-Per-eye fields can be ``None`` (JSON ``null``): gaze when that eye is closed
-or cannot be measured, and all of that eye's fields when the eye itself
-cannot be measured (turned away, covered, out of the picture, too small, or
-the eye model's answer not matching the pixels). ``<eye>_state`` says which.
-A value is never guessed.
+Per-eye fields can be ``None`` (JSON ``null``): gaze and MRD when that eye
+is closed or its iris is not seen reliably, and all of that eye's fields
+when the eye itself cannot be measured (turned away, covered, out of the
+picture, too small). ``<eye>_state`` says which
+(:mod:`proxy.tracking.confidence`). A value is never guessed.
 
 The JSON form (``to_json``) is what ``maskproxy track`` prints, what
 ``--params-out`` writes and what the doctor's ``mask`` data channel carries.
@@ -48,7 +48,7 @@ def _eye(doc: str, unit: str, neutral: float = 0.0) -> Any:
 #: ``<eye>_state`` values: the eye was measured, or why (part of) it was not.
 EYE_STATES = ("measured", "closed", "no iris", "turned away", "out of frame", "too small", "covered", "unsure")
 #: States in which an eye's lids are measured but not its iris (gaze and MRD are None).
-LIDS_ONLY = ("closed", "no iris")
+LIDS_ONLY = ("closed", "no iris", "unsure")
 
 
 @dataclass

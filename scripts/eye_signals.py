@@ -15,8 +15,9 @@ measurable (``Retargeter.read``). A *spike* is what a doctor would misread as an
 
 Printed per clip: frames with a face, the median R - L gaze yaw over frames where both eyes were
 measured, and per eye the frames judged measured and not (with their states), and the spikes among
-each. Gaze spikes are counted where the eye's gaze was judged measured vs not; aperture spikes where
-its lids were.
+each: for measured frames on the trace the doctor sees (unmeasured frames are gaps, and a jump needs
+measured neighbours), for the others on what would have been shown without the confidence. Gaze
+spikes count where the gaze was judged measured vs not, aperture spikes where the lids were.
 """
 
 from __future__ import annotations
@@ -70,9 +71,11 @@ def summarise(name: str, readings: list[MaskParams]) -> dict[str, float]:
         gaze = np.array([(getattr(p, f"{side}_gaze_yaw"), getattr(p, f"{side}_gaze_pitch")) if p.face
                          else (np.nan, np.nan) for p in readings], dtype=float)
         aperture = np.array([getattr(p, f"{side}_aperture") if p.face else np.nan for p in readings], dtype=float)
-        gaze_spike, lid_spike = spikes(gaze, aperture)
         measured = states == "measured"
         lids = measured | np.isin(states, LIDS_ONLY)
+        shown_gaze, shown_lids = spikes(np.where(measured[:, None], gaze, np.nan), np.where(lids, aperture, np.nan))
+        raw_gaze, raw_lids = spikes(gaze, aperture)
+        gaze_spike, lid_spike = np.where(measured, shown_gaze, raw_gaze), np.where(lids, shown_lids, raw_lids)
         unmeasured, no_lids = face & ~measured, face & ~lids
         counts = {
             f"{side}_measured": measured.sum(), f"{side}_unmeasured": unmeasured.sum(),

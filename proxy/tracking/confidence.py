@@ -12,10 +12,12 @@ check that fails names the eye's state (:data:`proxy.params.EYE_STATES`):
   prior more than the picture.
 * ``turned away``: the head is turned more than :data:`MAX_AWAY_DEG` from
   this eye's side: the nose hides it and the model sees it edge-on.
-* ``covered``: the pixels around the lids hardly vary (:data:`MIN_TEXTURE`):
-  a hand or a patch, where the model still draws an open eye.
-* ``unsure``: the model's own answer is not an eye: an iris diameter far
-  from the 0.4 eye widths of real eyes, the eye crops disagreeing (files
+* ``covered``: the pixels around the lids hardly vary (:data:`MIN_TEXTURE`),
+  or vary little (:data:`LOW_TEXTURE`) and show no iris where the model put
+  one (:data:`LOW_TEXTURE_CONTRAST`) while the lids read open: a hand or a
+  patch, where the model still draws an open eye.
+* ``unsure``: the model's iris is not an iris: a diameter far from the 0.4
+  eye widths of real eyes, the eye crops disagreeing on its centre (files
   average several), or a gaze beyond the range of human eye rotation.
 * ``closed``: the aperture is below :data:`GAZE_MIN_APERTURE`: the lids are
   measured, the iris (gaze, MRD) is not.
@@ -24,8 +26,9 @@ check that fails names the eye's state (:data:`proxy.params.EYE_STATES`):
   half-closed eye in a blink, an eye in deep shadow. Like ``closed``, the
   lids are measured and the iris is not.
 
-``closed`` and ``no iris`` null an eye's gaze and MRD; every other state
-but ``measured`` nulls all of that eye's fields.
+``closed``, ``no iris`` and ``unsure`` concern the iris: they null an eye's
+gaze and MRD and keep its lids (a blink's half-shut frames still count).
+Every other state but ``measured`` nulls all of that eye's fields.
 
 Every threshold is a property of the models and of eyes, checked on the
 shared clips (see the README's "Per-eye confidence"), not tuned per clip.
@@ -41,16 +44,21 @@ MIN_IN_FRAME = 0.9
 MIN_EYE_PX = 12.0
 #: Head yaw away from an eye's side beyond which that eye is turned away (degrees).
 MAX_AWAY_DEG = 35.0
-#: Below this luminance variation around the lids (SD over mean) there is no eye to see.
+#: Below this luminance variation around the lids (SD over mean) there is no eye to see: an eye,
+#: open or closed, has lashes and lid margins (0.13 at the least on the shared clips, behind glasses).
 MIN_TEXTURE = 0.1
+#: Below this variation an open-looking eye also needs an iris at least this contrasted (skin with
+#: some texture, a hand, reads 0.02-0.14 here; a real open eye this plain still shows its iris).
+LOW_TEXTURE, LOW_TEXTURE_CONTRAST = 0.15, 0.05
 #: An iris that is not darker than the fissure around it (contrast at or below this) is not seen.
 MIN_IRIS_CONTRAST = 0.0
 #: Apertures below this show too little of the iris for gaze (eye widths): closed.
 GAZE_MIN_APERTURE = 0.15
 #: The iris diameter of a real eye over its width lies well inside this range.
 IRIS_RATIO_RANGE = (0.25, 0.75)
-#: Eye crops whose iris centres disagree by more than this (RMS, eye widths) mean the model guesses.
-MAX_SPREAD = 0.05
+#: Eye crops whose iris centres disagree by more than this (RMS, eye widths) mean the model guesses
+#: (files average four crops; on the shared clips 99% of eyes agree within 0.02-0.04).
+MAX_SPREAD = 0.04
 #: Eye rotation beyond the human range (abduction/adduction about 50 degrees, elevation 45,
 #: depression 55) is a wrong reading, not an eye movement.
 MAX_GAZE_YAW, MAX_GAZE_PITCH = 60.0, 60.0
@@ -75,6 +83,8 @@ def eye_state(quality: EyeQuality | None, away_deg: float, aperture: float,
         return "covered"
     if aperture < GAZE_MIN_APERTURE:
         return "closed"
+    if quality is not None and quality.texture < LOW_TEXTURE and quality.iris_contrast < LOW_TEXTURE_CONTRAST:
+        return "covered"
     if quality is not None:
         low, high = IRIS_RATIO_RANGE
         if not low <= quality.iris_ratio <= high or (quality.spread is not None and quality.spread > MAX_SPREAD):
