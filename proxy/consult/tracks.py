@@ -166,17 +166,21 @@ class MaskedVideoTrack(MediaStreamTrack):
     one is kept. With nothing new for ``stall_after`` seconds the track sends
     the ``idle`` picture (the neutral avatar, or the fault card when the
     worker is stuck) at ``PLACEHOLDER_FPS``, so the doctor always sees
-    something, never the camera.
+    something, never the camera. ``on_frame(frame, tag)`` sees every frame it
+    hands out, once its outgoing timestamp is set (``tag`` None for the idle
+    picture): the recorder is fed there.
     """
 
     kind = "video"
 
     def __init__(self, idle: Callable[[], av.VideoFrame], stall_after: float = 0.5,
-                 on_sent: Callable[[object], None] | None = None) -> None:
+                 on_sent: Callable[[object], None] | None = None,
+                 on_frame: Callable[[av.VideoFrame, object], None] | None = None) -> None:
         super().__init__()
         self._idle = idle
         self._stall_after = stall_after
         self._on_sent = on_sent
+        self._on_frame = on_frame
         self._latest: tuple[av.VideoFrame, object] | None = None
         self._event = asyncio.Event()
         self._timeline = Timeline(VIDEO_CLOCK)
@@ -202,6 +206,8 @@ class MaskedVideoTrack(MediaStreamTrack):
                     frame = self._idle()
                     frame.pts = self._timeline.place(None, None, None, VIDEO_CLOCK // PLACEHOLDER_FPS)
                     frame.time_base = VIDEO_TIME_BASE
+                    if self._on_frame is not None:
+                        self._on_frame(frame, None)
                     return frame
                 continue
             self._event.clear()
@@ -214,6 +220,8 @@ class MaskedVideoTrack(MediaStreamTrack):
         frame.time_base = VIDEO_TIME_BASE
         if self._on_sent is not None:
             self._on_sent(tag)
+        if self._on_frame is not None:
+            self._on_frame(frame, tag)
         return frame
 
 
