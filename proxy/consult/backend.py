@@ -59,7 +59,8 @@ class Load:
 
 
 class Consult(Protocol):
-    """One consult as the API sees it. ``role_for`` first; the other calls carry the checked token."""
+    """One consult as the API sees it, for one request. ``role_for`` first; the other calls carry the checked
+    token, and the room checks it again."""
 
     id: str
 

@@ -168,6 +168,8 @@ async def _budget(request: web.Request) -> str:
     """The rate-limit bucket of an API request: its room's when it carries a valid room token (so a flood from
     elsewhere cannot lock a consult out), else its client's address (per /64 for IPv6)."""
     room_id = request.match_info.get("room")
+    if request.method == "DELETE":
+        room_id = None  # carries the API key, never a room token: the key is not shown to a room
     try:
         room = await request.app[BACKEND].find(room_id) if room_id else None
         if room is not None:
