@@ -105,9 +105,11 @@ async def test_three_consults_on_three_nodes_and_a_fourth_is_refused(cluster: Lo
         rooms = []
         try:
             for _ in range(2):
+                start = time.monotonic()
                 status, room = await api.post_room(session)
                 assert status == 201, room
                 rooms.append(room)
+                print(f"consult placed and ready in {time.monotonic() - start:.1f} s")
             # Two at once for the last slot: both may pass the check for a free slot; the one Ray cannot place
             # within the placement timeout is removed again and refused.
             start = time.monotonic()
