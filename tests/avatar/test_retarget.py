@@ -183,3 +183,21 @@ def test_nystagmus_survives_smoothing_and_retargeting() -> None:
         gain = float(np.std(read) / np.std(true))
         print(f"nystagmus gain {gain:.3f}")
         assert 0.8 <= gain <= 1.2, gain
+
+
+def test_turned_away_is_where_the_nose_hides_the_far_eyes_inner_corner() -> None:
+    """MAX_AWAY_DEG is the template head's geometry: the nose's side covers the far inner corner from there."""
+    from proxy.tracking.confidence import MAX_AWAY_DEG
+
+    vertices = load_template().vertices.astype(np.float64)
+    corner = RIGHT_EYE_CONTOUR[8]  # the right eye's inner corner
+    # the nose at the corner's height, at least 5 mm towards the midline
+    nose = (np.abs(vertices[:, 1] - vertices[corner, 1]) < 0.4) & (vertices[:, 0] > vertices[corner, 0] + 0.5) \
+        & (vertices[:, 0] <= 0.05)
+
+    def hidden(yaw: float) -> bool:
+        turned = vertices @ rotation(-yaw, 0.0).T  # the right eye is the far one when the head turns to image left
+        in_front = turned[nose, 2] > turned[corner, 2]
+        return bool((in_front & (turned[nose, 0] < turned[corner, 0])).any())
+
+    assert not hidden(MAX_AWAY_DEG - 1) and hidden(MAX_AWAY_DEG + 1)
