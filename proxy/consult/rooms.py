@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 PATIENT, DOCTOR = "patient", "doctor"
 #: How long a replaced connection gets to receive its notice before it is closed.
 REPLACED_NOTICE_S = 0.3
+#: How long the pages get to receive ``{"ended": ...}`` before a closing consult closes their connections.
+ENDED_NOTICE_S = 0.3
+#: The pages are warned (``{"expires_in": seconds}``) this long before a consult reaches its maximum lifetime.
+EXPIRY_WARNING_S = 300.0
+#: Longest data-channel message from a page that is read (``{"leaving": true}`` is a few bytes).
+MAX_PAGE_MESSAGE = 1024
 #: A worker busy on one frame for longer than this is stalled: the doctor gets the fault card.
 STALL_SECONDS = 1.0
 #: A connected peer from which nothing (media, RTCP, DTLS) arrived for this long shows as disconnected;
@@ -141,6 +147,7 @@ class Peer:
     disconnected_since: float | None = None  #: when it went silent (or failed to connect), None while alive
     received: int = -1  #: packets received on its transport at the last liveness check
     heard_at: float = field(default_factory=time.monotonic)  #: when ``received`` last grew
+    warned: bool = False  #: it was told that the consult expires soon
 
     @property
     def state(self) -> str:
@@ -165,6 +172,8 @@ class Room:
         self.doctor_token = secrets.token_urlsafe(24)
         self.created = time.monotonic()
         self.last_active = self.created
+        #: When the consult reaches its maximum lifetime (monotonic); the pages are warned EXPIRY_WARNING_S before.
+        self.expires_at = self.created + config.room_max_lifetime
         self.peers: dict[str, Peer] = {}
         #: Every peer connection this room opened and has not closed yet (current, negotiating or displaced):
         #: all are closed with the room.
@@ -180,6 +189,8 @@ class Room:
         self.late = 0  #: masked frames discarded because they finished more than STALL_SECONDS after arrival
         self.refused_keyframes = 0  #: camera keyframes over max_decode_pixels, dropped before decoding
         self.channel_skipped = 0  #: data-channel messages skipped because the peer's channel was backed up
+        self.masked_frames = 0  #: camera frames masked and sent in time (with ``dropped``: the share dropped)
+        self._background: set[asyncio.Task[None]] = set()  #: releases started by a page's message
         #: Builds each worker's masking pipeline (None: the real one); tests inject faulty pipelines here.
         self.pipeline_factory = pipeline_factory
         self._loop = asyncio.get_running_loop()
@@ -210,6 +221,7 @@ class Room:
                 "fps": round(self.stats.fps(), 1),
                 "frames": self.stats.frames,
                 "dropped": (worker.dropped if worker else 0) + self.late,
+                "masked": self.masked_frames,
                 "errors": worker.errors if worker else 0,
                 "worker": "running" if worker is not None and worker.alive else "stopped",
                 "face": self.face,
@@ -287,6 +299,7 @@ class Room:
             if channel.label == "mask":
                 channel.on("message", lambda data: self._exam_message(peer, data))
                 peer.channel = channel
+                channel.on("message", lambda message: self._on_message(peer, message))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -295,8 +308,7 @@ class Room:
                 peer.disconnected_since, peer.heard_at = None, time.monotonic()
             elif state in ("failed", "closed") and self.peers.get(peer.role) is peer:
                 log.info("room %s: %s connection %s", self.id, peer.role, state)
-                self.peers.pop(peer.role, None)
-                await self._close_peer(peer)
+                await self._release(peer)
 
         sdp, dropped = candidates.filter_offer(sdp, candidates.listens_on_loopback(self.config.host),
                                                self.config.refuse_private_candidates)
@@ -448,6 +460,7 @@ class Room:
             self.metrics.dropped.inc()
             return
         self.face = result.params.face
+        self.masked_frames += 1
         if result.fault:
             self.metrics.errors.inc()
         for stage, ms in (result.timings or {}).items():
@@ -514,21 +527,50 @@ class Room:
         if peer is not None and not self.closed:
             self._send_text(peer, message)
 
-    def _send_text(self, peer: Peer, message: str) -> None:
+    def _send_text(self, peer: Peer, message: str) -> bool:
         """Send on ``peer``'s data channel, unless it still holds MAX_CHANNEL_BUFFER bytes unsent: then the
         message is skipped (and counted), as a newer one follows within a frame; a peer that stopped reading
-        cannot make the proxy's queue grow."""
+        cannot make the proxy's queue grow. Returns whether the message was handed to the channel."""
         channel = peer.channel
         if channel is None or channel.readyState != "open":
-            return
+            return False
         if channel.bufferedAmount > MAX_CHANNEL_BUFFER:
             self.channel_skipped += 1
             self.metrics.channel_skipped.inc()
-            return
+            return False
         try:
             channel.send(message)
         except Exception:  # noqa: BLE001 - a channel closing under us is not an error
-            pass
+            return False
+        return True
+
+    def _on_message(self, peer: Peer, message: object) -> None:
+        """A page's message on its data channel: ``{"leaving": true}`` (Leave pressed, tab closing) releases it
+        at once, so the other side hears "has left" now rather than after ``peer_timeout``. Anything else is
+        ignored here."""
+        if not isinstance(message, str) or len(message) > MAX_PAGE_MESSAGE or not self._current(peer):
+            return
+        try:
+            data = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(data, dict) and data.get("leaving") is True:
+            log.info("room %s: %s is leaving", self.id, peer.role)
+            task = asyncio.create_task(self._release(peer))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _release(self, peer: Peer) -> None:
+        """``peer`` left (its page said so, its connection failed or closed, or it fell silent): close it and
+        tell the other role, whose page then says "has left" rather than blaming its own connection."""
+        if self.peers.get(peer.role) is not peer:
+            return
+        self.peers.pop(peer.role)
+        await self._close_peer(peer)
+        if not self.closed:
+            notice = json.dumps({"left": peer.role})
+            for other in list(self.peers.values()):
+                self._send_text(other, notice)
 
     async def _send_stats(self) -> None:
         """Once a second: stats to the pages, liveness of the peers, a log line every 30 s."""
@@ -557,12 +599,15 @@ class Room:
                 self.metrics.dropped.inc(worker.dropped - seen)
             reported = (worker, worker.dropped)
         state = self.state()["mask"]
-        message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "latency_ms", "face")}})
+        message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "masked", "latency_ms", "face")}})
+        remaining = self.expires_at - time.monotonic()
+        expiring = json.dumps({"expires_in": max(0, round(remaining))}) if remaining <= EXPIRY_WARNING_S else None
         for peer in list(self.peers.values()):
             self._send_text(peer, message)
-            if await self._unreachable(peer) and self.peers.get(peer.role) is peer:
-                self.peers.pop(peer.role)
-                await self._close_peer(peer)
+            if expiring is not None and not peer.warned:
+                peer.warned = self._send_text(peer, expiring)
+            if await self._unreachable(peer):
+                await self._release(peer)
         if self.peers:
             self.last_active = time.monotonic()
         return reported
@@ -614,11 +659,19 @@ class Room:
         if not quiet:
             log.info("room %s: %s left", self.id, peer.role)
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "deleted") -> None:
+        """End the consult: the pages are told why (``{"ended": reason}``: ``deleted``, ``expired`` or ``shutdown``)
+        before every connection, track and worker of it is closed."""
         if self.closed:
             return
         self.closed = True
         self._stats_task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        notice = json.dumps({"ended": reason})
+        told = [self._send_text(peer, notice) for peer in list(self.peers.values())]
+        if any(told):
+            await asyncio.sleep(ENDED_NOTICE_S)  # let the notice leave before the connections close
         for peer in list(self.peers.values()):
             await self._close_peer(peer)
         self.peers.clear()
@@ -671,11 +724,12 @@ class RoomRegistry:
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(room_id)
 
-    async def remove(self, room_id: str) -> bool:
+    async def remove(self, room_id: str, reason: str = "deleted") -> bool:
+        """Close and forget a consult; its pages hear ``reason`` (``deleted``, ``expired``, ``shutdown``)."""
         room = self.rooms.pop(room_id, None)
         if room is None:
             return False
-        await room.close()
+        await room.close(reason)
         self.metrics.consults.set(len(self.rooms))
         return True
 
@@ -694,10 +748,10 @@ class RoomRegistry:
                 idle = not room.peers and now - room.last_active > self.config.room_idle_timeout
                 if idle or now - room.created > self.config.room_max_lifetime:
                     log.info("room %s: expired (%s)", room.id, "idle" if idle else "maximum lifetime")
-                    await self.remove(room.id)
+                    await self.remove(room.id, "expired")
 
     async def close(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
         for room_id in list(self.rooms):
-            await self.remove(room_id)
+            await self.remove(room_id, "shutdown")
