@@ -4,6 +4,7 @@
 import { roomFromUrl, pollRoomStatus } from './api.js';
 import { Call, openMaskChannel, playWithSound, countFrames, mediaSupported } from './rtc.js';
 import { RingBuffer, BlinkDetector, drawTraces } from './traces.js';
+import { ExamPanel } from './exam.js';
 
 const $ = (id) => document.getElementById(id);
 const patientVideo = $('patient-video');
@@ -38,6 +39,8 @@ const mp = (window.maskproxy = { framesShown: 0, lastParams: null, samples, blin
 
 const params = roomFromUrl();
 let localStream = null;
+// The eye examination: guided tests, the target in the traces, results, readouts, marks, export, the close-up.
+const exam = new ExamPanel({ onChange: () => { dirty = true; } });
 
 function showMessage(text) {
   message.textContent = text || '';
@@ -66,19 +69,21 @@ async function getDoctorMedia() {
   return null;
 }
 
-/** Transceivers in the order the server expects: (0) video, (1) audio, then the data channel. */
+/** Transceivers in the order the server expects: (0) video, (1) the eye close-up, (2) audio, then the data channel. */
 function setupPeer(pc) {
   const videoTrack = localStream?.getVideoTracks()[0];
   const audioTrack = localStream?.getAudioTracks()[0];
   const videoTr = videoTrack
     ? pc.addTransceiver(videoTrack, { direction: 'sendrecv', streams: [localStream] })
     : pc.addTransceiver('video', { direction: 'recvonly' });
+  const closeupTr = pc.addTransceiver('video', { direction: 'recvonly' });
   const audioTr = audioTrack
     ? pc.addTransceiver(audioTrack, { direction: 'sendrecv', streams: [localStream] })
     : pc.addTransceiver('audio', { direction: 'recvonly' });
 
   const remote = new MediaStream();
   pc.addEventListener('track', (event) => {
+    if (event.transceiver === closeupTr) exam.showCloseup(event.track);
     if (event.transceiver !== videoTr && event.transceiver !== audioTr) return;
     remote.addTrack(event.track);
     if (patientVideo.srcObject !== remote) {
@@ -93,7 +98,7 @@ function setupPeer(pc) {
     }
   });
 
-  openMaskChannel(pc, { onFrame, onStats });
+  exam.attach(openMaskChannel(pc, { onFrame, onStats, onExam: (msg) => exam.onMessage(msg) }));
 }
 
 const STATE_TEXT = {
@@ -132,6 +137,7 @@ function onFrame(msg) {
   const last = samples.last();
   if (last && msg.t < last.t) samples.clear(); // server clock restarted (e.g. after a reconnect)
   samples.push(msg);
+  exam.onFrame(msg);
   mp.lastParams = msg;
   const face = msg.face === true;
   if (last && msg.t < last.t) vergence.clear();
@@ -163,8 +169,8 @@ const pair = (fn) => [
 ];
 
 const plots = [
-  { canvas: $('gaze-yaw'), series: pair((e) => gaze(e, 'yaw')), y: { range: [-30, 30], step: 10, unit: '°', expand: true } },
-  { canvas: $('gaze-pitch'), series: pair((e) => gaze(e, 'pitch')), y: { range: [-20, 20], step: 10, unit: '°', expand: true } },
+  { canvas: $('gaze-yaw'), series: [...pair((e) => gaze(e, 'yaw')), exam.targetSeries('yaw')], y: { range: [-30, 30], step: 10, unit: '°', expand: true } },
+  { canvas: $('gaze-pitch'), series: [...pair((e) => gaze(e, 'pitch')), exam.targetSeries('pitch')], y: { range: [-20, 20], step: 10, unit: '°', expand: true } },
   {
     canvas: $('aperture'),
     series: pair(aperture),
@@ -260,7 +266,8 @@ function animate(now) {
   if (dirty) {
     dirty = false;
     for (const p of plots) {
-      drawTraces(p.canvas, view.samples, { tEnd: view.tEnd, span: SPAN_S, series: p.series, y: p.y, marks: p.marks });
+      drawTraces(p.canvas, view.samples, { tEnd: view.tEnd, span: SPAN_S, series: p.series, y: p.y, marks: p.marks,
+        events: exam.events() });
     }
   }
   if (now - lastReadout > READOUT_INTERVAL_MS) {
@@ -308,6 +315,7 @@ $('reset-blinks').addEventListener('click', () => {
 countFrames(patientVideo, (n) => {
   mp.framesShown += n;
 });
+countFrames($('closeup-video'), (n) => exam.countCloseupFrames(n));
 
 async function main() {
   if (!params) {

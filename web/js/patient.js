@@ -4,6 +4,7 @@
 
 import { roomFromUrl, pollRoomStatus } from './api.js';
 import { Call, openMaskChannel, playWithSound, countFrames, mediaErrorMessage, mediaSupported } from './rtc.js';
+import { FixationTarget } from './fixation.js';
 
 const $ = (id) => document.getElementById(id);
 const intro = $('intro');
@@ -31,6 +32,8 @@ let localStream = null;
 let call = null;
 let stopPolling = null;
 let lastFrameAt = 0;
+// The eye tests the doctor starts: a full-screen dot to follow, and the screen-size step they need.
+const fixation = new FixationTarget();
 
 function setState(state) {
   mp.state = state;
@@ -100,7 +103,8 @@ function setupPeer(pc) {
     }
   });
 
-  openMaskChannel(pc, {
+  const channel = openMaskChannel(pc, {
+    onExam: (msg) => fixation.onMessage(msg),
     onFrame(msg) {
       mp.lastParams = msg;
       mp.face = msg.face === true;
@@ -108,6 +112,7 @@ function setupPeer(pc) {
       updateBadge();
     },
   });
+  fixation.attach(channel);
 }
 
 function offerSoundButton(unmute) {

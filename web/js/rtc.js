@@ -49,12 +49,13 @@ export async function negotiate(pc, room, token, role) {
 
 /**
  * Create the "mask" data channel (must happen before the offer) and dispatch its
- * JSON messages: stats messages ({"stats": {...}}) go to onStats, the rest are
+ * JSON messages: stats messages ({"stats": {...}}) go to onStats, the eye
+ * examination's ({"exam": ...}, {"exam_result": ...}, ...) to onExam, the rest are
  * per-frame mask parameters and go to onFrame. {"replaced": true} means this
  * role was opened again elsewhere (another tab): the peer connection gets a
  * "maskproxy-replaced" event, which makes its Call stop instead of reconnecting.
  */
-export function openMaskChannel(pc, { onFrame, onStats }) {
+export function openMaskChannel(pc, { onFrame, onStats, onExam }) {
   const channel = pc.createDataChannel('mask');
   channel.addEventListener('message', (event) => {
     if (typeof event.data !== 'string') return;
@@ -67,6 +68,7 @@ export function openMaskChannel(pc, { onFrame, onStats }) {
     if (!msg || typeof msg !== 'object') return;
     if (msg.replaced === true) pc.dispatchEvent(new Event('maskproxy-replaced'));
     else if ('stats' in msg) onStats?.(msg.stats);
+    else if (Object.keys(msg).some((key) => key.startsWith('exam'))) onExam?.(msg);
     else onFrame?.(msg);
   });
   return channel;

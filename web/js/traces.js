@@ -158,8 +158,9 @@ function fitRange(values, [min, max], step) {
  * series: [{color, dash, value: (sample) => number|null}]; null/NaN breaks the line.
  * y: {range: [min, max], step (grid spacing), unit, decimals, expand (widen to fit data)}
  * marks: [{value, label}] horizontal reference lines (e.g. blink thresholds).
+ * events: [{t, label}] vertical lines at moments in time (the doctor's marks).
  */
-export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks = [], style }) {
+export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks = [], events = [], style }) {
   const dpr = fitCanvas(canvas);
   const ctx = canvas.getContext('2d');
   const W = canvas.width / dpr;
@@ -232,6 +233,20 @@ export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks 
       ctx.fillStyle = s.text;
       ctx.fillText(mark.label, pad.left + 4, yy - 1);
     }
+  }
+
+  // Moments marked by the doctor.
+  ctx.textBaseline = 'top';
+  for (const event of events) {
+    if (event.t < tStart || event.t > tEnd) continue;
+    const xx = Math.round(px(event.t)) + 0.5;
+    ctx.strokeStyle = '#6a1b9a';
+    ctx.beginPath();
+    ctx.moveTo(xx, pad.top);
+    ctx.lineTo(xx, pad.top + ph);
+    ctx.stroke();
+    ctx.fillStyle = '#6a1b9a';
+    ctx.fillText(event.label, xx + 3, pad.top + 2);
   }
 
   // Traces, clipped to the plot area.
