@@ -71,6 +71,10 @@ SERVE_FLAGS = {
     "supersample": (int, "draw the avatar k x k times larger and average it down: smoother edges, about k*k times "
                     "the render cost (default 1)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    "recordings_dir": (str, "folder where consults are recorded (default: none, nothing is recorded)"),
+    "retention_days": (float, "delete recordings that started this many days ago (default: keep them)"),
+    "recording": (str, "off, allowed (the doctor records once the patient consents) or required (every consult "
+                  "asks the patient at its start) (default allowed, with --recordings-dir)"),
     "cluster": (str, "run consults as Ray actors on a cluster's media nodes: the Ray address (head:6379, auto, "
                 "ray://head:10001); needs the cluster extra (default: every consult in this process)"),
 }
@@ -86,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
     flags["self_signed"] = True if args.self_signed else None
     flags["log_json"] = True if args.log_json else None
     flags["refuse_private_candidates"] = True if args.refuse_private_candidates else None
+    flags["recording_audio"] = True if args.recording_audio else None
     try:
         config = Config.load(args.config, flags=flags)
     except ValueError as exc:
@@ -185,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         "MASKPROXY_API_KEY, MASKPROXY_TURN_SECRET, MASKPROXY_ICE_SERVERS as a comma-separated list), then "
         "these flags. Without an API key one is generated and printed; a given key is never printed or logged. "
         "MASKPROXY_METRICS_TOKEN (environment or file only) is the Bearer token for /metrics and /readyz; "
-        "without it they answer loopback clients only.")
+        "without it they answer loopback clients only. MASKPROXY_RECORDINGS_KEY (environment or file only) encrypts "
+        "recordings at rest: 64 hex digits or base64 of 32 random bytes.")
     serve.add_argument("--config", type=Path, metavar="FILE.toml", help="TOML settings file")
     for name, (kind, text) in SERVE_FLAGS.items():
         serve.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
@@ -201,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ignore ICE candidates of offers in private ranges and mDNS names: for a proxy on the "
                        "internet, so that it cannot be made to probe the local network "
                        "[MASKPROXY_REFUSE_PRIVATE_CANDIDATES]")
+    serve.add_argument("--recording-audio", action="store_true",
+                       help="also record the patient's sound where they consent to it separately (a voice "
+                       "identifies) [MASKPROXY_RECORDING_AUDIO]")
     serve.set_defaults(handler=_serve)
 
     from proxy.recording.report import add_arguments as report_arguments

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from proxy.recording.sealed import parse_key
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 MIN_FRAME_PIXELS = 320 * 240
 MAX_DECODE_PIXELS = 4096 * 2304  #: 4K: the most max_decode_pixels may allow
+RECORDING_MODES = ("off", "allowed", "required")
 
 
 @dataclass
@@ -73,6 +76,18 @@ class Config:
     supersample: int = 1
     log_json: bool = False
     log_level: str = "INFO"
+    #: Where consults are recorded, one folder per recording (proxy.recording); unset, this server records nothing.
+    recordings_dir: str | None = None
+    #: 32 random bytes (64 hex digits or base64) that encrypt recordings at rest; environment or TOML only, never a
+    #: flag, never logged.
+    recordings_key: str | None = None
+    #: Recordings that started this many days ago are deleted; unset, they are kept.
+    retention_days: float | None = None
+    #: ``off``: never; ``allowed``: the doctor may record once the patient consents; ``required``: every consult asks
+    #: the patient at its start and records as soon as they agree (proxy.consult.recording_link).
+    recording: str = "allowed"
+    #: Also record the patient's sound, where they consent to it separately (off by default: a voice identifies).
+    recording_audio: bool = False
     #: Run consults as Ray actors on a cluster's media nodes: whatever ``ray.init(address=...)`` accepts (the head's
     #: host:port, ``auto``, ``ray://head:10001``); unset, every consult runs in this process (proxy.cluster).
     cluster: str | None = None
@@ -136,6 +151,14 @@ class Config:
             raise ValueError("self_view_fps must be between 0 (every frame) and 120")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.recording not in RECORDING_MODES:
+            raise ValueError(f"recording must be one of {', '.join(RECORDING_MODES)}")
+        if self.recording == "required" and (not self.recordings_dir or self.cluster):
+            raise ValueError("recording = required needs recordings_dir, and consults in this process (no cluster)")
+        if self.retention_days is not None and not 0 < self.retention_days < float("inf"):
+            raise ValueError("retention_days must be a positive number of days (unset: keep recordings)")
+        if self.recordings_key is not None:
+            parse_key(self.recordings_key)  # its message never echoes the key
         if self.cluster is not None and (not self.cluster.strip() or not self.cluster.isprintable()):
             raise ValueError("cluster must be a Ray address such as head:6379, auto or ray://head:10001")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):

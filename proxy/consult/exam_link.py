@@ -44,8 +44,8 @@ import av
 import numpy as np
 
 from proxy.consult.worker import fault_placeholder, rgb_to_frame
-from proxy.exam.session import ExamSession, Outgoing
 from proxy.exam.commands import MAX_MESSAGE_BYTES
+from proxy.exam.session import ExamSession, Outgoing
 from proxy.params import MaskParams
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,7 @@ class ExamLink:
         self._frames: deque[MaskParams] = deque()
         self._messages: deque[tuple[str, str | bytes]] = deque()
         self._job: _Job | None = None
+        self._prepare = False  #: a doctor asked for the close-up: get its renderer and neutral picture ready
         self._running = False
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
@@ -170,6 +171,13 @@ class ExamLink:
         if fault or self.stalled():
             return self._fault
         return self._neutral if self._neutral is not None else self._blank
+
+    def prepare(self) -> None:
+        """A doctor asked for the close-up: have the neutral avatar's eyes ready before the first frame."""
+        with self._cond:
+            if self._neutral is None:
+                self._prepare = True
+                self._cond.notify()
 
     # ---- inputs (event loop) ---------------------------------------------------------------------
 
@@ -234,15 +242,21 @@ class ExamLink:
         try:
             while True:
                 with self._cond:
-                    while self._running and not (self._frames or self._messages or self._job):
+                    while self._running and not (self._frames or self._messages or self._job or self._prepare):
                         self._cond.wait()
                     if not self._running:
                         return
                     frames, self._frames = self._frames, deque()
                     messages, self._messages = self._messages, deque()
                     job, self._job = self._job, None
+                    prepare, self._prepare = self._prepare, False
                     self.busy_since = time.monotonic()
                 try:
+                    if prepare and renderer is None:
+                        try:
+                            renderer = self._renderer()
+                        except Exception as exc:  # noqa: BLE001 - the first frame tries again (and shows the card)
+                            log.error("room %s: cannot draw the eye close-up (%s)", self._room, exc.__class__.__name__)
                     self._examine(frames, messages)
                     if job is not None:
                         renderer = self._draw(job, renderer, hold)
@@ -291,11 +305,7 @@ class ExamLink:
         else:
             try:
                 if renderer is None:
-                    renderer = self._make_renderer(width, height)
-                    if self._neutral is None:
-                        neutral = renderer.render(MaskParams.neutral())
-                        neutral.setflags(write=False)
-                        self._neutral = neutral
+                    renderer = self._renderer()
                 picture = renderer.render(hold(job.params))
                 self.rendered += 1
             except Exception as exc:  # noqa: BLE001 - any failure must end in the fault card
@@ -315,6 +325,15 @@ class ExamLink:
         frame = rgb_to_frame(picture)
         frame.pts, frame.time_base = job.pts, job.time_base
         self._call_soon(self._push, frame, job.received)
+        return renderer
+
+    def _renderer(self) -> Picture:
+        """A new close-up renderer, and the neutral avatar's close-up drawn with it once. Raises if it cannot."""
+        renderer = self._make_renderer(*self.size)
+        if self._neutral is None:
+            neutral = renderer.render(MaskParams.neutral())
+            neutral.setflags(write=False)
+            self._neutral = neutral
         return renderer
 
     def _call_soon(self, callback: Callable[..., None], *args: object) -> None:

@@ -334,6 +334,7 @@ class Room:
                 raise OfferError("this offer comes from the patient page: a doctor's offer has one video section, "
                                  "or a second receive-only one right after it for the eye close-up")
             peer.closeup = True
+            self.exam.prepare()
         for transceiver in videos:  # before the connection starts its decoders
             decode_guard.guard(transceiver.receiver, self.config.max_decode_pixels,
                                lambda width, height, role=peer.role: self._refused(role, width, height))

@@ -383,6 +383,8 @@ def create_app(config: Config, backend: BackendFactory | None = None) -> web.App
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    from proxy.consult.recording_api import add_routes as add_recording_routes  # (it imports this module)
+    add_recording_routes(app)
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/patient", _page("patient.html"))
     app.router.add_get("/doctor", _page("doctor.html"))
