@@ -44,10 +44,12 @@ from proxy.consult.config import Config
 from proxy.consult.exam_link import ExamLink
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
+from proxy.consult.recording_link import RecordingLink
 from proxy.consult.stats import RollingStats
 from proxy.consult.tracks import MaskedVideoTrack, RateLimitedTrack, SwitchableTrack
 from proxy.consult.worker import MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
 from proxy.params import MaskParams
+from proxy.recording.store import RecordingStore
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,8 @@ class Room:
     """One consult. Created by the API, closed by the API, by expiry or at shutdown."""
 
     def __init__(self, room_id: str, config: Config, metrics: Metrics | None = None,
-                 pipeline_factory: Callable[[], object] | None = None) -> None:
+                 pipeline_factory: Callable[[], object] | None = None,
+                 recordings: RecordingStore | None = None) -> None:
         self.id = room_id
         self.config = config
         self.metrics = metrics or Metrics()
@@ -194,10 +197,13 @@ class Room:
         #: Builds each worker's masking pipeline (None: the real one); tests inject faulty pipelines here.
         self.pipeline_factory = pipeline_factory
         self._loop = asyncio.get_running_loop()
+        #: The consult's recording: consent, Record / Stop, and a recorder fed with what the doctor is sent.
+        self.recording = RecordingLink(self._loop, room_id, config, recordings, self._send_role)
         self.masked = MaskedVideoTrack(self._idle_frame, on_sent=self._sent)
         #: The eye examination and the doctor's eye close-up (a second masked track, drawn from the same parameters).
         self.exam = ExamLink(self._loop, self._send_role, self._push_closeup, room=room_id)
-        self.closeup = MaskedVideoTrack(self._idle_closeup, on_sent=self._closeup_sent)
+        self.closeup = MaskedVideoTrack(self._idle_closeup, on_sent=self._closeup_sent,
+                                        on_frame=self.recording.eyes_sent)
         self.closeup_stats = RollingStats()
         self.exam.start()
         self._stats_task = asyncio.create_task(self._send_stats())
@@ -229,6 +235,7 @@ class Room:
                 "size": f"{self.size[0]}x{self.size[1]}",
             },
             "media": {"refused_keyframes": self.refused_keyframes, "channel_skipped": self.channel_skipped},
+            "recording": self.recording.status(),
             "exam": self._exam_state(),
         }
 
@@ -399,7 +406,8 @@ class Room:
             return  # nothing else of the patient's is relayed
         if track.kind in peer.relayable:
             return
-        peer.relayable[track.kind] = track
+        # (the patient's sound is tapped for a recording where a setting and the patient allow it)
+        peer.relayable[track.kind] = self.recording.tap_audio(track) if peer.role == PATIENT else track
 
     def _current(self, peer: Peer) -> bool:
         """Whether ``peer`` is its role's connection in an open room (not displaced, not closed)."""
@@ -471,6 +479,7 @@ class Room:
         message = json.dumps(result.params.to_json())
         for peer in self.peers.values():
             self._send_text(peer, message)
+        self.recording.video(result.frame, None if result.fault else result.params)
         doctor = self.peers.get(DOCTOR)
         self.exam.frame(result.params, result.frame, result.received, result.fault,
                         closeup=doctor is not None and doctor.closeup)
@@ -498,7 +507,9 @@ class Room:
     def _idle_frame(self) -> av.VideoFrame:
         """What the masked track shows when no masked frame is due."""
         width, height = self.size
-        return rgb_to_frame(still_picture("fault" if self._at_fault() else "neutral", width, height))
+        frame = rgb_to_frame(still_picture("fault" if self._at_fault() else "neutral", width, height))
+        self.recording.video(frame, None)  # sent as it is: recorded as it is
+        return frame
 
     def _idle_closeup(self) -> av.VideoFrame:
         """What the close-up shows when no close-up is due: the fault card when the face view shows it (or the
@@ -524,6 +535,7 @@ class Room:
 
     def _send_role(self, role: str, message: str) -> None:
         """Send on ``role``'s data channel, if that role is connected (see :meth:`_send_text`)."""
+        self.recording.sent(role, message)
         peer = self.peers.get(role)
         if peer is not None and not self.closed:
             self._send_text(peer, message)
@@ -647,6 +659,8 @@ class Room:
 
     # -- lifetime --------------------------------------------------------
     async def _close_peer(self, peer: Peer, quiet: bool = False) -> None:
+        if peer.role == DOCTOR and DOCTOR not in self.peers:
+            self.recording.doctor_left()  # a recording needs its doctor (a reloaded page records again)
         for task in peer.tasks:
             task.cancel()
         for track in [*peer.relayable.values(), *([peer.camera] if peer.camera is not None else [])]:
@@ -667,6 +681,7 @@ class Room:
             return
         self.closed = True
         self._stats_task.cancel()
+        self.recording.close()
         for task in list(self._background):
             task.cancel()
         notice = json.dumps({"ended": reason})
@@ -710,13 +725,15 @@ class RoomRegistry:
         self.rooms: dict[str, Room] = {}
         #: Builds the masking pipeline of each consult's worker (None: the real MaskPipeline); a hook for tests.
         self.pipeline_factory: Callable[[], object] | None = None
+        #: The recordings folder each new consult records into (opened when the server starts); tests set their own.
+        self.recordings: RecordingStore | None = None
         self._expiry: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._expiry = asyncio.create_task(self._expire())
 
     def create(self) -> Room:
-        room = Room(secrets.token_urlsafe(9), self.config, self.metrics, self.pipeline_factory)
+        room = Room(secrets.token_urlsafe(9), self.config, self.metrics, self.pipeline_factory, self.recordings)
         self.rooms[room.id] = room
         self.metrics.consults.set(len(self.rooms))
         log.info("room %s: created (%d open)", room.id, len(self.rooms))
