@@ -189,8 +189,8 @@ def test_eye_samples_reduce_gaze_jitter_without_bias(short_clip: Path) -> None:
                 p = retarget(track, width, height, frame.index, frame.t)
                 values = (p.right_gaze_yaw, p.left_gaze_yaw, p.right_gaze_pitch, p.left_gaze_pitch,
                           p.right_aperture, p.left_aperture)
-                row = [np.nan if v is None else v for v in values]  # an eye not measured: a gap
-                rows.append((*row[:4], float(np.min(row[4:]))))
+                row = np.array([np.nan if v is None else v for v in values])  # an eye not measured: a gap
+                rows.append((*row[:4], float(np.min(row[4:])) if np.isfinite(row).all() else np.nan))
                 irises.append(np.concatenate([track.right_iris[0, :2], track.left_iris[0, :2]]))
         return np.array(rows), np.array(irises)
 
