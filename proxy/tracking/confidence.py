@@ -30,7 +30,7 @@ gaze and MRD and keep its lids (a blink's half-shut frames still count).
 Every other state but ``measured`` nulls all of that eye's fields.
 
 Every threshold is a property of the models and of eyes, checked on the
-shared clips (see the README's "Per-eye confidence"), not tuned per clip.
+shared clips (see the README's "When an eye cannot be measured"), not tuned per clip.
 """
 
 from __future__ import annotations
