@@ -158,6 +158,7 @@ export class ExamPanel {
       + `${fmt(started.duration_s, 0)} s. Viewing distance ${fmt(screen.distance_mm / 10, 0)} cm (${distance}); ${scale}.`,
     'running');
     this.state.running = started.test;
+    this.state.started = started;
   }
 
   #target(target) {
