@@ -3,13 +3,16 @@
 A head with no CPU and no consult slot (as a production head should be), plus media nodes that each
 declare ``maskproxy_consult`` slots; every node is a separate set of Ray processes
 (``ray.cluster_utils.Cluster``), so a node can be killed while the others carry on. This process joins as
-the driver. Nothing listens beyond loopback and Ray sends no usage statistics.
+the driver. Nothing listens beyond loopback, Ray sends no usage statistics, and its sockets and logs live in
+a temporary folder removed with the cluster.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ class LocalCluster:
         self.cpus = cpus
         self.fast_failover = fast_failover
         self.cluster: Any = None
+        self.folder = ""  #: Ray's temporary folder (sockets, logs), removed on exit
         self.nodes: list[Any] = []  #: the media nodes' ray._private.node.Node objects, alive or not
 
     def __enter__(self) -> LocalCluster:
@@ -40,25 +44,31 @@ class LocalCluster:
 
         from proxy.cluster.actor import NAMESPACE
 
-        head: dict[str, Any] = {"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
+        self.folder = tempfile.mkdtemp(prefix="maskproxy-ray-")  # short: Ray's socket paths must stay < 108
+        head: dict[str, Any] = {"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
+                                "temp_dir": self.folder}
         if self.fast_failover:
             head["_system_config"] = FAST_FAILOVER
-        self.cluster = Cluster(initialize_head=True, head_node_args=head)
         try:
+            self.cluster = Cluster(initialize_head=True, head_node_args=head)
             for _ in range(self.media_nodes):
                 self.add_media_node()
             ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
+                     _node_ip_address="127.0.0.1", _temp_dir=self.folder)
         except BaseException:
-            self.cluster.shutdown()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         import ray
 
-        ray.shutdown()
-        self.cluster.shutdown()
+        try:
+            ray.shutdown()
+            if self.cluster is not None:
+                self.cluster.shutdown()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     @property
     def address(self) -> str:
@@ -69,7 +79,7 @@ class LocalCluster:
         from proxy.cluster.actor import RESOURCE
 
         node = self.cluster.add_node(num_cpus=self.cpus, resources={RESOURCE: self.slots},
-                                     node_ip_address="127.0.0.1")
+                                     node_ip_address="127.0.0.1", temp_dir=self.folder)
         self.nodes.append(node)
         return node
 

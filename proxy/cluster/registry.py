@@ -124,8 +124,7 @@ class ClusterRegistry:
 
     # -- consults --------------------------------------------------------
     async def create(self) -> NewConsult:
-        free = (await asyncio.to_thread(ray.available_resources)).get(RESOURCE, 0)
-        if free < 1:
+        if (await self.load()).free < 1:
             raise AtCapacity("at capacity: no free consult slot in the cluster")
         spec = ConsultSpec(secrets.token_urlsafe(9), secrets.token_urlsafe(24), secrets.token_urlsafe(24), time.time())
         handle = RemoteConsultActor.options(
@@ -134,11 +133,15 @@ class ClusterRegistry:
         ).remote(spec, self._actor_config, self.pipeline_factory)
         try:
             where = await asyncio.wait_for(handle.ready.remote(), self.placement_timeout)
-        except (TimeoutError, RayActorError) as exc:
+        except TimeoutError:
             await asyncio.to_thread(ray.kill, handle, no_restart=True)
-            log.warning("room %s: not placed within %.0f s (%s); removed", spec.room, self.placement_timeout,
-                        type(exc).__name__)
+            log.warning("room %s: not placed within %.0f s; removed", spec.room, self.placement_timeout)
             raise AtCapacity("at capacity: no media node could take the consult") from None
+        except RayActorError as exc:  # it could not start there, e.g. a node without maskproxy
+            await asyncio.to_thread(ray.kill, handle, no_restart=True)
+            log.error("room %s: the consult could not start on its media node; removed (%s)", spec.room,
+                      str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise AtCapacity("no media node could start the consult; see the media nodes' logs") from None
         self._remember(spec.room, handle)
         log.info("room %s: created on node %s", spec.room, where["node"][:12])
         return NewConsult(spec.room, spec.patient_token, spec.doctor_token)
@@ -179,11 +182,12 @@ class ClusterRegistry:
 
     # -- capacity and metrics ---------------------------------------------
     async def load(self) -> Load:
-        total, available, names, nodes = await asyncio.to_thread(
-            lambda: (ray.cluster_resources(), ray.available_resources(), self._names(), ray.nodes()))
-        capacity, free = int(total.get(RESOURCE, 0)), int(available.get(RESOURCE, 0))
+        """Slots on live media nodes, and consults (named actors: placed, restarting or being placed). Counted from
+        the actor table rather than Ray's resource view, which lags: a slot freed a moment ago is free here."""
+        names, nodes = await asyncio.to_thread(lambda: (self._names(), ray.nodes()))
+        capacity = int(sum(node["Resources"].get(RESOURCE, 0) for node in nodes if node["Alive"]))
         media_nodes = sum(1 for node in nodes if node["Alive"] and node["Resources"].get(RESOURCE, 0) > 0)
-        return Load(len(names), capacity, free, {"media_nodes": media_nodes})
+        return Load(len(names), capacity, max(capacity - len(names), 0), {"media_nodes": media_nodes})
 
     async def refresh_metrics(self) -> None:
         """Consults per node and in total, slots, peers and frame rate, asked of every consult's actor at once."""
@@ -204,7 +208,7 @@ class ClusterRegistry:
                 self.node_consults.labels(*labels).set(per_node.get(node_id, 0))
         self.metrics.consults.set(len(names))
         self.unreachable.set(len(names) - len(found))
-        self.free_slots.set((await asyncio.to_thread(ray.available_resources)).get(RESOURCE, 0))
+        self.free_slots.set(max(sum(node["Resources"].get(RESOURCE, 0) for node in nodes.values()) - len(names), 0))
         for role in ("patient", "doctor"):
             self.metrics.peers.labels(role).set(sum(info["peers"][role] == "connected" for info in found))
         self.metrics.fps.set(sum(info["fps"] for info in found))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
+import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -137,6 +139,28 @@ async def test_three_consults_on_three_nodes_and_a_fourth_is_refused(cluster: Lo
             await no_actor_left(room)
 
 
+async def test_a_consult_that_cannot_start_is_removed_and_refused(cluster: LocalCluster,
+                                                                 session: aiohttp.ClientSession) -> None:
+    """A media node that cannot run the consult (here: its pipeline's code is missing there, as on a node without
+    maskproxy): the actor is removed again and the API answers 503, leaving no actor and every slot free."""
+    missing = types.ModuleType("maskproxy_not_on_the_nodes")  # exists in this process only
+    exec("class Pipeline:\n    pass\n", missing.__dict__)
+    missing.Pipeline.__module__ = missing.__name__
+    sys.modules[missing.__name__] = missing
+    try:
+        async with ClusterProxy(Config(api_key=KEY)) as api:
+            api.registry.pipeline_factory = missing.Pipeline
+            before = set(consult_actors())
+            start = time.monotonic()
+            status, body = await api.post_room(session)
+            assert status == 503 and "could start the consult" in body["error"], body
+            print(f"a consult that cannot start refused in {time.monotonic() - start:.1f} s")
+            await wait_for(lambda: set(consult_actors()) == before, 10, step=0.1)
+            assert (await api.registry.load()).free == 3 - len(before)
+    finally:
+        del sys.modules[missing.__name__]
+
+
 async def test_two_api_instances_serve_one_consult(cluster: LocalCluster, session: aiohttp.ClientSession) -> None:
     """Created through one API instance, offered to through another: the doctor receives masked frames. The first
     instance then stops, and a new one still finds the consult; DELETE through it leaves no actor."""
@@ -215,10 +239,9 @@ async def test_a_consult_survives_its_nodes_death(cluster: LocalCluster, session
             cluster.kill_node(old_node)
             killed = time.monotonic()
 
-            # The pages notice the dead connection and offer again, with backoff, until the consult answers:
-            # 503 "reconnecting" while nothing is placed.
+            # The pages notice the dead connection and offer again until the consult answers: 503 "reconnecting"
+            # while it has no node (or the offer waits for it, when it is placed again within the call's timeout).
             doctor2, refused = await offer_until_answered(api, session, room, "doctor", 30, thumbs=True)
-            assert refused, "the API should have said 'reconnecting' while the consult had no node"
             clients.append(doctor2)
             patient2, _ = await offer_until_answered(api, session, room, "patient", 10, frames=[camera], fps=15)
             clients.append(patient2)
@@ -236,5 +259,49 @@ async def test_a_consult_survives_its_nodes_death(cluster: LocalCluster, session
         finally:
             for client in clients:
                 await client.close()
+            assert await api.delete(session, room) == 200
+        await no_actor_left(room)
+
+
+async def test_a_consult_without_a_free_node_waits_and_answers_503(cluster: LocalCluster,
+                                                                   session: aiohttp.ClientSession) -> None:
+    """Every slot taken, then a consult's node dies: the consult has nowhere to go, and the API answers its
+    pages 503 "reconnecting" (never an answer from anywhere else); once a slot frees up, it is back."""
+    async with ClusterProxy(Config(api_key=KEY)) as api:
+        status, room = await api.post_room(session)
+        assert status == 201, room
+        fillers = []
+        while True:  # take every other slot
+            status, filler = await api.post_room(session)
+            if status != 201:
+                break
+            fillers.append(filler)
+        assert fillers, "this test needs at least two live media nodes"
+        try:
+            node = (await api.registry.where(room["room"]))["node"]
+            cluster.kill_node(node)
+            killed = time.monotonic()
+            while True:
+                start = time.monotonic()
+                status = await api.status(session, room)
+                if status == 503:
+                    break
+                assert status == 200 and time.monotonic() - killed < 20, status  # before Ray notices the death
+                await asyncio.sleep(0.5)
+            print(f"503 {time.monotonic() - killed:.1f} s after the node's death (the call took "
+                  f"{time.monotonic() - start:.1f} s)")
+            doctor = api.client(room, "doctor")
+            with pytest.raises(RuntimeError, match="503.*reconnecting"):
+                await doctor.connect(session)
+            await doctor.close()
+            assert await api.delete(session, fillers.pop()) == 200
+
+            async def back() -> bool:
+                return await api.status(session, room) == 200
+
+            print(f"back {await wait_for(back, 30, step=0.5):.1f} s after a slot freed up")
+        finally:
+            for filler in fillers:
+                assert await api.delete(session, filler) == 200
             assert await api.delete(session, room) == 200
         await no_actor_left(room)
