@@ -579,11 +579,11 @@ class Room:
         if self.peers.get(peer.role) is not peer:
             return
         self.peers.pop(peer.role)
-        await self._close_peer(peer)
-        if not self.closed:
+        if not self.closed:  # first, as closing a connection (and a patient's worker) takes a moment
             notice = json.dumps({"left": peer.role})
             for other in list(self.peers.values()):
                 self._send_text(other, notice)
+        await self._close_peer(peer)
 
     async def _send_stats(self) -> None:
         """Once a second: stats to the pages, liveness of the peers, a log line every 30 s."""

@@ -30,3 +30,18 @@ async def browser(camera: dict[str, Any]) -> AsyncIterator[Any]:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture
+async def plain_browser() -> AsyncIterator[Any]:
+    """Chromium whose fake camera is its own test pattern (for a doctor: no face, no shared clip on screen)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (sudo apt-get install -y chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()

@@ -87,13 +87,49 @@ export function roomFromUrl() {
   return null;
 }
 
-/** GET the room status: {patient: {connected}, doctor: {connected}, mask: {...}}. */
+/** Forget the link this tab saved (one that turned out invalid must not come back on a reload). */
+export function forgetLink() {
+  try {
+    sessionStorage.removeItem(LINK_STORAGE);
+  } catch {
+    // storage disabled: nothing saved
+  }
+}
+
+/** GET the room status: {role, patient: {connected}, doctor: {connected}, mask: {...}}. */
 export function getRoomStatus(room, token, signal) {
   return api(`/api/rooms/${encodeURIComponent(room)}`, { token, signal });
 }
 
+/** What a patient or doctor reads when their link cannot work (wrong, expired, deleted, or the other role's). */
+export const LINK_INVALID = 'This link has expired or is not valid. Please ask the clinic for a new one.';
+
+/** A consult that has gone (404 on a room this page could read) or a token that no longer works. */
+export const isGone = (err) => err instanceof ApiError && [401, 403, 404].includes(err.status);
+
+/**
+ * Check this page's link before any camera or microphone is touched: one authenticated read of the room.
+ * Resolves {ok: true, state}; {ok: false, invalid: true} for a link that cannot work (unknown or ended
+ * consult, wrong token, a token of the other role); {ok: false, invalid: false, message} when the server
+ * could not be asked (offline, busy): then the page may try again.
+ */
+export async function checkLink(link, role) {
+  if (!link) return { ok: false, invalid: true };
+  try {
+    const state = await getRoomStatus(link.room, link.token);
+    if (state?.role === role) return { ok: true, state };
+    return { ok: false, invalid: true };
+  } catch (err) {
+    if (err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 408 && err.status !== 429) {
+      return { ok: false, invalid: true };
+    }
+    return { ok: false, invalid: false, message: err.message };
+  }
+}
+
 /**
  * Poll the room status every `intervalMs` and hand each result (or error) to `onStatus`.
+ * Stops by itself once the consult is gone (401, 403, 404: asking again cannot help).
  * Returns a function that stops polling.
  */
 export function pollRoomStatus(room, token, onStatus, intervalMs = 3000) {
@@ -104,7 +140,9 @@ export function pollRoomStatus(room, token, onStatus, intervalMs = 3000) {
     try {
       onStatus(await getRoomStatus(room, token, controller.signal), null);
     } catch (err) {
-      if (err.name !== 'AbortError') onStatus(null, err);
+      if (err.name === 'AbortError') return;
+      if (isGone(err)) stopped = true;
+      onStatus(null, err);
     }
     if (!stopped) timer = setTimeout(tick, intervalMs);
   };

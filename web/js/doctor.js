@@ -1,7 +1,8 @@
 // Doctor page: masked patient video, own camera, and live eye-movement traces
 // built from the per-frame mask parameters on the "mask" data channel.
 
-import { roomFromUrl, pollRoomStatus } from './api.js';
+import { roomFromUrl, pollRoomStatus, checkLink, forgetLink, isGone, LINK_INVALID } from './api.js';
+import { ENDED_TITLE, endedDetail, leftText, ExpiryNotice } from './notices.js';
 import { Call, openMaskChannel, playWithSound, countFrames, mediaSupported } from './rtc.js';
 import { RingBuffer, BlinkDetector, drawTraces } from './traces.js';
 import { ExamPanel } from './exam.js';
@@ -26,6 +27,7 @@ const BASELINE_MIN_SAMPLES = 30;
 const READOUT_INTERVAL_MS = 200;
 const COLORS = { right: '#c62828', left: '#1565c0' }; // right red, left blue (with dashes for colour-blind users)
 const LEFT_DASH = [6, 3];
+const DROP_WINDOW_MS = 30000; // dropped frames are shown as a share of this recent stretch, not a growing count
 
 const samples = new RingBuffer(2048); // ~10 s at up to 200 fps; older samples fall out
 const vergence = new RingBuffer(8192); // {t, yaw, pitch}: R − L where both eyes were measured, for the baseline
@@ -39,6 +41,12 @@ const mp = (window.maskproxy = { framesShown: 0, lastParams: null, samples, blin
 
 const params = roomFromUrl();
 let localStream = null;
+let call = null;
+let stopPolling = null;
+let patientWasHere = false;
+let ended = false;
+const expiry = new ExpiryNotice($('notice'));
+const dropHistory = []; // {at, dropped, masked}: the proxy's counters over the last DROP_WINDOW_MS
 // The eye examination: guided tests, the target in the traces, results, readouts, marks, export, the close-up.
 const exam = new ExamPanel({ onChange: () => { dirty = true; } });
 
@@ -49,6 +57,14 @@ function showMessage(text) {
 
 const fmtDeg = (v) => (Number.isFinite(v) ? `${v >= 0 ? '+' : '−'}${Math.abs(v).toFixed(1)}°` : '–');
 const fmtNum = (v, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '–');
+// Horizontal gaze per eye in clinical terms. Yaw is + toward the right of the picture, the patient's left:
+// toward the nose (adduction) for the right eye, toward the temple (abduction) for the left.
+const fmtHorizontal = (side) => (v) => {
+  if (!Number.isFinite(v)) return '–';
+  const deg = Math.abs(v).toFixed(1);
+  if (deg === '0.0') return '0.0°';
+  return `${deg}° ${(side === 'right') === v > 0 ? 'nasal' : 'temporal'}`;
+};
 const num = (v) => (Number.isFinite(v) ? v : null);
 // A difference only where both values were measured (null − x would be −x in JavaScript).
 const diff = (a, b) => (Number.isFinite(a) && Number.isFinite(b) ? a - b : NaN);
@@ -108,15 +124,22 @@ const STATE_TEXT = {
   reconnecting: 'Reconnecting…',
   failed: 'Not connected',
   closed: 'Closed',
+  ended: 'Consult ended',
 };
 
 function onCallState(state, detail) {
+  if (ended) return; // nothing comes after the end (closing the call reports 'closed')
+  if (state === 'ended') {
+    endConsult(detail.reason);
+    return;
+  }
+  mp.state = state;
   statusBadge.dataset.state = state;
   statusBadge.textContent = STATE_TEXT[state] || state;
   retryButton.hidden = state !== 'failed';
   if (state === 'reconnecting') showMessage(`Connection interrupted. Reconnecting (try ${detail.attempt} of ${detail.max})…`);
   else if (state === 'failed' && detail.replaced) {
-    showMessage('This consult is now open in another tab or window. Use the retry button to bring it back here.');
+    showMessage('This consult is now open in another tab or window. Press "Try again" to bring it back here.');
   } else if (state === 'failed') showMessage(`Could not connect: ${detail.message}`);
   else if (state === 'connected') showMessage(missingDevicesText());
 }
@@ -157,6 +180,26 @@ function onStats(s, fromChannel = true) {
   if (fromChannel) channelStatsAt = Date.now();
   stats = s;
   mp.stats = s;
+  recordDrops(s);
+}
+
+function recordDrops(s) {
+  if (!Number.isFinite(s?.dropped) || !Number.isFinite(s?.masked)) return;
+  const now = Date.now();
+  const last = dropHistory[dropHistory.length - 1];
+  if (last && (s.dropped < last.dropped || s.masked < last.masked)) dropHistory.length = 0; // counters restarted
+  dropHistory.push({ at: now, dropped: s.dropped, masked: s.masked });
+  while (dropHistory.length > 2 && dropHistory[1].at <= now - DROP_WINDOW_MS) dropHistory.shift();
+}
+
+/** Percent of the camera's frames the proxy dropped over the last 30 s (null until two counts are known). */
+function droppedShare() {
+  if (dropHistory.length < 2) return null;
+  const first = dropHistory[0];
+  const last = dropHistory[dropHistory.length - 1];
+  const dropped = last.dropped - first.dropped;
+  const total = dropped + last.masked - first.masked;
+  return total > 0 ? (100 * dropped) / total : null;
 }
 
 /* ---------- drawing ---------- */
@@ -175,7 +218,7 @@ const plots = [
     canvas: $('aperture'),
     series: pair(aperture),
     y: { range: [0, 0.5], step: 0.1, decimals: 1, expand: true },
-    marks: [{ value: 0.12, label: 'always closed below 0.12' }, { value: 0.18, label: '' }],
+    marks: [{ value: 0.12, label: 'closed' }, { value: 0.18, label: 'open' }],
   },
 ];
 
@@ -234,8 +277,8 @@ function updateReadouts(view) {
     const state = last[`${side}_state`];
     return typeof state === 'string' && state !== 'measured' ? state : '–';
   };
-  setText('r-yaw', eye('right', 'gaze_yaw', fmtDeg));
-  setText('l-yaw', eye('left', 'gaze_yaw', fmtDeg));
+  setText('r-yaw', eye('right', 'gaze_yaw', fmtHorizontal('right')));
+  setText('l-yaw', eye('left', 'gaze_yaw', fmtHorizontal('left')));
   setText('r-pitch', eye('right', 'gaze_pitch', fmtDeg));
   setText('l-pitch', eye('left', 'gaze_pitch', fmtDeg));
   setText('r-ap', eye('right', 'aperture', fmtNum));
@@ -256,7 +299,8 @@ function updateReadouts(view) {
   setText('fps', Number.isFinite(stats?.fps) ? `${stats.fps.toFixed(1)} fps` : '–');
   const lat = stats?.latency_ms;
   setText('latency', lat && Number.isFinite(lat.p50) ? `${lat.p50.toFixed(0)} / ${lat.p95.toFixed(0)} ms` : '–');
-  setText('dropped', Number.isFinite(stats?.dropped) ? String(stats.dropped) : '–');
+  const share = droppedShare();
+  setText('dropped', share === null ? '–' : `${share.toFixed(share < 10 ? 1 : 0)}%`);
 }
 
 let lastReadout = 0;
@@ -328,24 +372,101 @@ async function main() {
     retryButton.hidden = true;
     return;
   }
+  // Check the link before the camera: a wrong, ended or patient link gets a plain answer, and no media.
+  const link = await checkLink(params, 'doctor');
+  if (!link.ok) {
+    if (link.invalid) forgetLink();
+    mp.state = link.invalid ? 'invalid' : 'failed';
+    statusBadge.dataset.state = 'failed';
+    statusBadge.textContent = link.invalid ? 'Link not valid' : 'Not connected';
+    showMessage(link.invalid ? LINK_INVALID
+      : `This link could not be checked just now (${link.message}). Reload the page to try again.`);
+    retryButton.hidden = true;
+    $('leave').hidden = true;
+    return;
+  }
   localStream = await getDoctorMedia();
+  if (ended) {
+    localStream?.getTracks().forEach((t) => t.stop()); // it ended while the browser asked for the camera
+    return;
+  }
   const ownVideo = localStream?.getVideoTracks()[0];
   if (ownVideo) selfView.srcObject = new MediaStream([ownVideo]);
   else selfView.hidden = true;
 
-  const call = new Call({ room: params.room, token: params.token, role: 'doctor', setup: setupPeer, onState: onCallState });
+  call = new Call({ room: params.room, token: params.token, role: 'doctor', setup: setupPeer, onState: onCallState,
+    onNotice });
   call.start();
-  retryButton.addEventListener('click', () => call.start());
-  window.addEventListener('pagehide', () => call.close());
+  retryButton.addEventListener('click', () => call?.start());
+  window.addEventListener('pagehide', () => call?.leave({ wait: false }));
 
-  pollRoomStatus(params.room, params.token, (status) => {
+  // The data channel says when the consult ends or the patient leaves; the poll is the fallback.
+  stopPolling = pollRoomStatus(params.room, params.token, (status, err) => {
+    if (err && isGone(err)) endConsult('gone');
     if (!status) return;
-    const here = Boolean(status.patient?.connected);
-    $('patient-waiting').hidden = here;
-    setText('presence', here ? 'Patient is in the consult' : 'Patient has not joined yet');
+    showPatientPresence(Boolean(status.patient?.connected));
     // Stats normally arrive on the data channel; the polled ones fill in when it is quiet.
     if (status.mask) onStats(status.mask, false);
   });
 }
+
+function showPatientPresence(here) {
+  if (here) patientWasHere = true;
+  const note = $('patient-waiting');
+  note.textContent = here || !patientWasHere ? 'Waiting for the patient to join…' : 'The patient has left the consult.';
+  note.hidden = here;
+  setText('presence', here ? 'Patient is in the consult' : patientWasHere ? leftText('patient') : 'Patient has not joined yet');
+}
+
+/** The proxy's notices: the consult ends soon, or the patient left (not a fault of this connection). */
+function onNotice(msg) {
+  if ('expires_in' in msg) expiry.show(Number(msg.expires_in));
+  if (msg.left === 'patient') {
+    patientWasHere = true;
+    showPatientPresence(false);
+  }
+}
+
+/** Stop everything this page runs for the consult: the call, the poll, the camera and microphone. */
+function stopConsult() {
+  stopPolling?.();
+  stopPolling = null;
+  expiry.stop();
+  localStream?.getTracks().forEach((t) => t.stop());
+  localStream = null;
+  selfView.srcObject = null;
+  selfView.hidden = true;
+  patientVideo.srcObject = null;
+  retryButton.hidden = true;
+  $('leave').hidden = true;
+}
+
+/** The consult is over: say so, with nothing to retry; the traces already drawn stay for reading. */
+function endConsult(reason) {
+  if (ended) return;
+  ended = true;
+  mp.state = 'ended';
+  call?.close();
+  call = null;
+  stopConsult();
+  statusBadge.dataset.state = 'ended';
+  statusBadge.textContent = STATE_TEXT.ended;
+  setText('presence', '');
+  showMessage(`${ENDED_TITLE}. ${endedDetail(reason)}`);
+  const note = $('patient-waiting');
+  note.textContent = ENDED_TITLE;
+  note.hidden = false;
+}
+
+$('leave').addEventListener('click', async () => {
+  const leaving = call;
+  call = null;
+  stopConsult();
+  await leaving?.leave(); // says goodbye first, so the patient hears "The doctor has left" at once
+  mp.state = 'left';
+  statusBadge.dataset.state = 'closed';
+  statusBadge.textContent = 'You have left';
+  showMessage('You have left the consult. Reload this page to join again.');
+});
 
 main();

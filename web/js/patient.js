@@ -2,7 +2,8 @@
 // MASKED self-view the proxy sends back. The raw camera is never shown here,
 // so the patient sees exactly what the doctor sees.
 
-import { roomFromUrl, pollRoomStatus } from './api.js';
+import { roomFromUrl, pollRoomStatus, checkLink, forgetLink, isGone, LINK_INVALID } from './api.js';
+import { ENDED_TITLE, endedDetail, ExpiryNotice } from './notices.js';
 import { Call, openMaskChannel, playWithSound, countFrames, mediaErrorMessage, mediaSupported } from './rtc.js';
 import { FixationTarget } from './fixation.js';
 
@@ -21,6 +22,12 @@ const muteButton = $('mute');
 const cameraButton = $('camera');
 const soundButton = $('sound');
 const retryButton = $('retry');
+const endedSection = $('ended');
+const stage = callSection.querySelector('.stage');
+const pip = $('pip');
+const expiry = new ExpiryNotice($('call-notice'));
+const WAITING_FOR_DOCTOR = 'Waiting for the doctor to join…';
+const DOCTOR_LEFT = 'The doctor has left the consult. Please wait: they may come back.';
 
 const FACE_STALE_MS = 2000; // no per-frame message for this long: treat as "no face"
 
@@ -32,6 +39,8 @@ let localStream = null;
 let call = null;
 let stopPolling = null;
 let lastFrameAt = 0;
+let linkChecked = false; // the link was read back from the server as a patient link (before any media)
+let doctorWasHere = false;
 // The eye tests the doctor starts: a full-screen dot to follow, and the screen-size step they need.
 const fixation = new FixationTarget();
 
@@ -54,6 +63,7 @@ function updateBadge() {
   else if (mp.state === 'reconnecting' || mp.state === 'disconnected') [key, text] = ['connecting', 'Reconnecting…'];
   else if (mp.state === 'failed') [key, text] = ['error', 'Not connected'];
   else if (mp.state === 'closed') [key, text] = ['off', 'Left'];
+  else if (mp.state === 'ended') [key, text] = ['off', ENDED_TITLE];
   else if (videoTrack && !videoTrack.enabled) [key, text] = ['off', 'Camera off'];
   else if (mp.face && Date.now() - lastFrameAt < FACE_STALE_MS) [key, text] = ['active', 'Mask active'];
   else [key, text] = ['searching', 'Looking for your face…'];
@@ -124,6 +134,11 @@ function offerSoundButton(unmute) {
 }
 
 function onCallState(state, detail) {
+  if (mp.state === 'ended') return; // nothing comes after the end (closing the call reports 'closed')
+  if (state === 'ended') {
+    endConsult(detail.reason);
+    return;
+  }
   setState(state);
   retryButton.hidden = state !== 'failed';
   switch (state) {
@@ -135,7 +150,7 @@ function onCallState(state, detail) {
       break;
     case 'failed':
       showCallMessage(detail.replaced
-        ? 'This consult is now open in another tab or window. Use the button below to bring it back here.'
+        ? 'This consult is now open in another tab or window. Press "Try again" to bring it back here.'
         : `Could not connect: ${detail.message}`);
       break;
     default:
@@ -145,12 +160,77 @@ function onCallState(state, detail) {
 
 function joinCall() {
   mp.face = false;
-  call = new Call({ room: params.room, token: params.token, role: 'patient', setup: setupPeer, onState: onCallState });
+  call = new Call({ room: params.room, token: params.token, role: 'patient', setup: setupPeer, onState: onCallState,
+    onNotice });
   call.start();
-  stopPolling = pollRoomStatus(params.room, params.token, (status) => {
-    if (status) doctorWaiting.hidden = Boolean(status.doctor?.connected);
+  // The data channel says when the consult ends or the doctor leaves; the poll is the fallback.
+  stopPolling = pollRoomStatus(params.room, params.token, (status, err) => {
+    if (err && isGone(err)) endConsult('gone');
+    if (status) showDoctorPresence(Boolean(status.doctor?.connected));
   });
 }
+
+function showDoctorPresence(here) {
+  if (here) doctorWasHere = true;
+  doctorWaiting.textContent = here || !doctorWasHere ? WAITING_FOR_DOCTOR : DOCTOR_LEFT;
+  doctorWaiting.hidden = here;
+}
+
+/** The proxy's notices: the consult ends soon, or the doctor left. */
+function onNotice(msg) {
+  if ('expires_in' in msg) expiry.show(Number(msg.expires_in));
+  if (msg.left === 'doctor') {
+    doctorWasHere = true;
+    showDoctorPresence(false);
+  }
+}
+
+/** The consult is over: camera and microphone off, no more requests, and say so (nothing to retry). */
+function endConsult(reason) {
+  if (mp.state === 'ended') return;
+  setState('ended');
+  stopPolling?.();
+  stopPolling = null;
+  expiry.stop();
+  call?.close();
+  call = null;
+  localStream?.getTracks().forEach((t) => t.stop());
+  localStream = null;
+  doctorVideo.srcObject = null;
+  selfView.srcObject = null;
+  intro.hidden = true;
+  callSection.hidden = true;
+  leftSection.hidden = true;
+  $('ended-detail').textContent = endedDetail(reason);
+  endedSection.hidden = false;
+  $('ended-title').focus({ preventScroll: true });
+}
+
+/** Read the link back from the server before any camera is asked for; false (and say why) if it cannot work. */
+async function verifyLink() {
+  const result = await checkLink(params, 'patient');
+  if (result.ok) return true;
+  if (result.invalid) {
+    forgetLink();
+    setState('invalid');
+    startButton.hidden = true;
+    introError.textContent = LINK_INVALID;
+  } else {
+    introError.textContent = `This link could not be checked just now (${result.message}). Please try again in a moment.`;
+  }
+  introError.hidden = false;
+  return false;
+}
+
+/** Tap the small picture to make it the large one (and back): the patient can check that their eyes show. */
+function swapViews() {
+  const swapped = stage.classList.toggle('swapped');
+  pip.setAttribute('aria-pressed', String(swapped));
+}
+pip.addEventListener('click', swapViews);
+doctorVideo.addEventListener('click', () => {
+  if (stage.classList.contains('swapped')) swapViews();
+});
 
 startButton.addEventListener('click', async () => {
   introError.hidden = true;
@@ -161,6 +241,12 @@ startButton.addEventListener('click', async () => {
   }
   startButton.disabled = true;
   startButton.textContent = 'Starting…';
+  if (!linkChecked) linkChecked = await verifyLink();
+  if (!linkChecked) {
+    startButton.disabled = false;
+    startButton.textContent = 'Start';
+    return;
+  }
   setState('starting');
   try {
     localStream = await getMedia();
@@ -203,7 +289,9 @@ retryButton.addEventListener('click', () => {
 
 function leave() {
   stopPolling?.();
-  call?.close();
+  expiry.stop();
+  call?.leave(); // says goodbye first, so the doctor hears "has left" at once
+
   call = null;
   localStream?.getTracks().forEach((t) => t.stop());
   localStream = null;
@@ -220,7 +308,7 @@ $('leave').addEventListener('click', () => {
 $('rejoin').addEventListener('click', () => location.reload());
 
 // Closing the tab: tell the server right away instead of letting ICE time out.
-window.addEventListener('pagehide', () => call?.close());
+window.addEventListener('pagehide', () => call?.leave({ wait: false }));
 
 countFrames(selfView, (n) => {
   mp.framesShown += n;
@@ -230,4 +318,13 @@ if (!params) {
   startButton.disabled = true;
   introError.textContent = 'This link is incomplete. Please open the full link you were sent by the clinic.';
   introError.hidden = false;
+} else {
+  // Check the link now, before the patient is asked for the camera.
+  startButton.disabled = true;
+  startButton.textContent = 'Checking the link…';
+  verifyLink().then((ok) => {
+    linkChecked = ok;
+    startButton.disabled = false;
+    startButton.textContent = 'Start';
+  });
 }

@@ -54,9 +54,13 @@ export async function negotiate(pc, room, token, role) {
  * per-frame mask parameters and go to onFrame. {"replaced": true} means this
  * role was opened again elsewhere (another tab): the peer connection gets a
  * "maskproxy-replaced" event, which makes its Call stop instead of reconnecting.
+ * The proxy's notices about the consult itself ({"ended": reason}, {"expires_in": s},
+ * {"left": role}) go to the Call as a "maskproxy-notice" event, and the channel is
+ * announced as "maskproxy-channel" so that the Call can say goodbye on it.
  */
 export function openMaskChannel(pc, { onFrame, onStats, onExam }) {
   const channel = pc.createDataChannel('mask');
+  pc.dispatchEvent(new CustomEvent('maskproxy-channel', { detail: channel }));
   channel.addEventListener('message', (event) => {
     if (typeof event.data !== 'string') return;
     let msg;
@@ -66,6 +70,10 @@ export function openMaskChannel(pc, { onFrame, onStats, onExam }) {
       return; // ignore anything that is not JSON
     }
     if (!msg || typeof msg !== 'object') return;
+    if ('ended' in msg || 'expires_in' in msg || 'left' in msg) {
+      pc.dispatchEvent(new CustomEvent('maskproxy-notice', { detail: msg }));
+      return;
+    }
     if (msg.replaced === true) pc.dispatchEvent(new Event('maskproxy-replaced'));
     else if ('stats' in msg) onStats?.(msg.stats);
     else if (Object.keys(msg).some((key) => key.startsWith('exam'))) onExam?.(msg);
@@ -87,15 +95,19 @@ function isFatal(err) {
  * transceivers (in the fixed order the server expects) and the data channel.
  * `onState(state, detail)` receives: 'connecting', 'connected',
  * 'disconnected' (brief network trouble; may heal by itself),
- * 'reconnecting' ({attempt, max, delayMs}), 'failed' ({message}), 'closed'.
+ * 'reconnecting' ({attempt, max, delayMs}), 'failed' ({message}), 'closed',
+ * and 'ended' ({reason}: the consult is over — deleted, expired — and nothing reconnects).
+ * `onNotice(msg)` receives the proxy's other notices: {"expires_in": s}, {"left": role}.
  */
 export class Call {
-  constructor({ room, token, role, setup, onState }) {
+  constructor({ room, token, role, setup, onState, onNotice }) {
     this.room = room;
     this.token = token;
     this.role = role; // 'patient' or 'doctor': the page, sent with every offer
     this.setup = setup;
     this.onState = onState || (() => {});
+    this.onNotice = onNotice || (() => {});
+    this.channel = null; // the current connection's "mask" data channel
     this.pc = null;
     this.state = 'new';
     this.attempt = 0;
@@ -109,6 +121,26 @@ export class Call {
     this.attempt = 0;
     this.#setState('connecting');
     this.#connect();
+  }
+
+  /**
+   * Leave for good, saying so first ({"leaving": true} on the data channel), so that the other side
+   * hears "has left" at once. With `wait`, gives the goodbye up to 500 ms to go out before closing.
+   */
+  async leave({ wait = true } = {}) {
+    const channel = this.channel;
+    if (!this.closed && channel?.readyState === 'open') {
+      try {
+        channel.send(JSON.stringify({ leaving: true }));
+        const deadline = Date.now() + 500;
+        while (wait && channel.bufferedAmount > 0 && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      } catch {
+        // the channel closed under us: closing is all that is left
+      }
+    }
+    this.close();
   }
 
   /** Leave for good: close the peer connection and stop reconnecting. */
@@ -125,10 +157,21 @@ export class Call {
     this.onState(state, detail);
   }
 
+  /** The consult is over (the proxy said so, or it answers 404): stop for good, never reconnect. */
+  #end(reason) {
+    if (this.state === 'ended') return;
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.graceTimer);
+    this.#dropPc();
+    this.#setState('ended', { reason });
+  }
+
   #dropPc() {
     if (this.pc) {
       const old = this.pc;
       this.pc = null; // event handlers check identity, so stale events are ignored
+      this.channel = null;
       old.close();
     }
   }
@@ -142,6 +185,15 @@ export class Call {
     const pc = new RTCPeerConnection({ iceServers });
     this.pc = pc;
     pc.addEventListener('connectionstatechange', () => this.#onPcState(pc));
+    pc.addEventListener('maskproxy-channel', (event) => {
+      if (pc === this.pc) this.channel = event.detail;
+    });
+    pc.addEventListener('maskproxy-notice', (event) => {
+      if (pc !== this.pc || this.closed) return;
+      const msg = event.detail;
+      if ('ended' in msg) this.#end(String(msg.ended));
+      else this.onNotice(msg);
+    });
     pc.addEventListener('maskproxy-replaced', () => {
       if (pc !== this.pc || this.closed) return;
       this.closed = true; // another tab has this consult now: do not take it back
@@ -155,7 +207,9 @@ export class Call {
       await negotiate(pc, this.room, this.token, this.role);
     } catch (err) {
       if (pc !== this.pc || this.closed) return;
-      if (isFatal(err)) {
+      if (err instanceof ApiError && err.status === 404) {
+        this.#end('gone'); // the link was checked when the page loaded: a consult that answers 404 has ended
+      } else if (isFatal(err)) {
         this.#dropPc();
         this.#setState('failed', { message: err.message });
       } else {

@@ -130,6 +130,9 @@ export class BlinkDetector {
   }
 }
 
+/** Right margin of every plot, in CSS pixels: room for a reference line's short label ("closed", "open"). */
+const RIGHT_MARGIN = 46;
+
 /** Resize the canvas backing store to its CSS size times devicePixelRatio. */
 function fitCanvas(canvas) {
   const dpr = window.devicePixelRatio || 1;
@@ -157,7 +160,8 @@ function fitRange(values, [min, max], step) {
  *
  * series: [{color, dash, value: (sample) => number|null}]; null/NaN breaks the line.
  * y: {range: [min, max], step (grid spacing), unit, decimals, expand (widen to fit data)}
- * marks: [{value, label}] horizontal reference lines (e.g. blink thresholds).
+ * marks: [{value, label}] horizontal reference lines (e.g. blink thresholds), labelled in the right margin,
+ *   clear of the traces.
  * events: [{t, label}] vertical lines at moments in time (the doctor's marks).
  */
 export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks = [], events = [], style }) {
@@ -169,7 +173,11 @@ export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks 
   ctx.clearRect(0, 0, W, H);
 
   const s = { bg: '#fff', grid: '#e3e6ea', zero: '#9aa3ad', text: '#4a5561', font: '11px system-ui, sans-serif', ...style };
-  const pad = { left: 44, right: 16, top: 8, bottom: 22 };
+  ctx.font = s.font;
+  const labelled = marks.filter((mark) => mark.label);
+  const labelWidth = Math.max(0, ...labelled.map((mark) => ctx.measureText(mark.label).width + 8));
+  // the same right margin on every plot (room for a short label), so that their time axes line up
+  const pad = { left: 44, right: Math.max(RIGHT_MARGIN, Math.ceil(labelWidth)), top: 8, bottom: 22 };
   const pw = W - pad.left - pad.right;
   const ph = H - pad.top - pad.bottom;
   if (pw <= 0 || ph <= 0) return;
@@ -218,10 +226,9 @@ export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks 
     ctx.fillText(k === span ? 'now' : `${k - span} s`, xx, pad.top + ph + 5);
   }
 
-  // Reference lines.
+  // Reference lines, each labelled in the right margin beside its line (labels too close are moved apart).
   ctx.setLineDash([3, 3]);
-  ctx.textAlign = 'left';
-  ctx.textBaseline = 'bottom';
+  const labels = [];
   for (const mark of marks) {
     const yy = Math.round(py(mark.value)) + 0.5;
     ctx.strokeStyle = s.zero;
@@ -229,10 +236,17 @@ export function drawTraces(canvas, samples, { tEnd, span = 10, series, y, marks 
     ctx.moveTo(pad.left, yy);
     ctx.lineTo(pad.left + pw, yy);
     ctx.stroke();
-    if (mark.label) {
-      ctx.fillStyle = s.text;
-      ctx.fillText(mark.label, pad.left + 4, yy - 1);
-    }
+    if (mark.label) labels.push({ y: yy, text: mark.label });
+  }
+  ctx.textAlign = 'left';
+  ctx.textBaseline = 'middle';
+  ctx.fillStyle = s.text;
+  labels.sort((a, b) => b.y - a.y); // bottom first: the ones above move up
+  let below = Infinity;
+  for (const label of labels) {
+    const yy = Math.min(label.y, below - 12);
+    ctx.fillText(label.text, pad.left + pw + 4, yy);
+    below = yy;
   }
 
   // Moments marked by the doctor.
