@@ -396,9 +396,10 @@ async def test_second_tab_takes_over_and_the_first_stays_out(server: TestServer,
 
 async def test_doctor_link_on_the_patient_page_sends_the_camera_to_no_one(server: TestServer, browser: Any,
                                                                           camera: dict[str, Any]) -> None:
-    """Security 14.1: the doctor's link opened on the patient page (staff pasted the wrong one). The page says
-    whose link it is, and its camera reaches no one: the holder of the patient link, receiving what the proxy
-    relays as "the doctor's camera", never gets a frame that is the camera picture."""
+    """Security 14.1: the doctor's link opened on the patient page (staff pasted the wrong one). The page reads
+    the link back when it loads and refuses it before it asks for the camera, and no camera reaches anyone: the
+    holder of the patient link, receiving what the proxy relays as "the doctor's camera", never gets a frame
+    that is the camera picture."""
     from tests.rtc_client import Client
 
     base = str(server.make_url("/")).rstrip("/")
@@ -411,9 +412,8 @@ async def test_doctor_link_on_the_patient_page_sends_the_camera_to_no_one(server
             await victim.connect(session)
             page = await context.new_page()
             await page.goto(room["doctor_url"].replace("/doctor", "/patient", 1))
-            await page.click("#start")
-            await wait_for(page, "() => ['connected', 'failed'].includes(window.maskproxy.state)",
-                           "the patient page to connect or give up")
+            await wait_for(page, "() => window.maskproxy.state === 'invalid'", "the patient page to refuse the link")
+            assert not await page.is_visible("#start"), "the page still offers to start the camera"
             relayed = victim.receivers.get("doctor_video")
             start = relayed.count if relayed else 0
             deadline = time.monotonic() + 20.0
@@ -425,9 +425,9 @@ async def test_doctor_link_on_the_patient_page_sends_the_camera_to_no_one(server
             assert nearest > MIN_DIFFERENCE, (
                 f"the patient link's holder received the camera picture (difference {nearest:.1f} <= "
                 f"{MIN_DIFFERENCE}): a camera sent with the doctor's link was relayed raw")
-            assert await page.evaluate("() => window.maskproxy.state") == "failed"
-            message = await page.evaluate("() => document.getElementById('call-message')?.textContent || ''")
-            assert "for the doctor's page" in message, message
+            assert await page.evaluate("() => window.maskproxy.state") == "invalid"
+            message = await page.evaluate("() => document.getElementById('intro-error')?.textContent || ''")
+            assert "This link has expired or is not valid" in message, message
         finally:
             await context.close()
             await victim.close()
