@@ -3,16 +3,14 @@
 A head with no CPU and no consult slot (as a production head should be), plus media nodes that each
 declare ``maskproxy_consult`` slots; every node is a separate set of Ray processes
 (``ray.cluster_utils.Cluster``), so a node can be killed while the others carry on. This process joins as
-the driver. Nothing listens beyond loopback, Ray sends no usage statistics, and its sockets and logs live in
-a temporary folder removed with the cluster.
+the driver. Nothing listens beyond loopback and Ray sends no usage statistics; its logs stay in Ray's own
+temporary folder (``/tmp/ray``), as with any Ray cluster on the machine.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,6 @@ class LocalCluster:
         self.cpus = cpus
         self.fast_failover = fast_failover
         self.cluster: Any = None
-        self.folder = ""  #: Ray's temporary folder (sockets, logs), removed on exit
         self.nodes: list[Any] = []  #: the media nodes' ray._private.node.Node objects, alive or not
 
     def __enter__(self) -> LocalCluster:
@@ -44,9 +41,7 @@ class LocalCluster:
 
         from proxy.cluster.actor import NAMESPACE
 
-        self.folder = tempfile.mkdtemp(prefix="maskproxy-ray-")  # short: Ray's socket paths must stay < 108
-        head: dict[str, Any] = {"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1",
-                                "temp_dir": self.folder}
+        head: dict[str, Any] = {"num_cpus": 0, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
         if self.fast_failover:
             head["_system_config"] = FAST_FAILOVER
         try:
@@ -54,7 +49,7 @@ class LocalCluster:
             for _ in range(self.media_nodes):
                 self.add_media_node()
             ray.init(address=self.cluster.address, namespace=NAMESPACE, log_to_driver=False,
-                     _node_ip_address="127.0.0.1", _temp_dir=self.folder)
+                     _node_ip_address="127.0.0.1")
         except BaseException:
             self.__exit__()
             raise
@@ -63,12 +58,9 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         import ray
 
-        try:
-            ray.shutdown()
-            if self.cluster is not None:
-                self.cluster.shutdown()
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        ray.shutdown()
+        if self.cluster is not None:
+            self.cluster.shutdown()
 
     @property
     def address(self) -> str:
@@ -79,7 +71,7 @@ class LocalCluster:
         from proxy.cluster.actor import RESOURCE
 
         node = self.cluster.add_node(num_cpus=self.cpus, resources={RESOURCE: self.slots},
-                                     node_ip_address="127.0.0.1", temp_dir=self.folder)
+                                     node_ip_address="127.0.0.1")
         self.nodes.append(node)
         return node
 
