@@ -20,6 +20,11 @@ or hold up the masking worker:
   doctor's page states once (they would be most of every such message), the
   test results with them.
 
+The thread runs at a lower scheduling priority (:data:`NICENESS`): the close-up is
+drawn from the masking worker's parameters, so it can never be faster than the
+worker, and when the CPU is short the worker (and the face view) must not wait
+for it.
+
 Pictures: the close-up is drawn from :class:`~proxy.params.MaskParams` alone. A
 frame whose masking failed gets the fault card; a frame without a face, the
 neutral avatar (the renderer's "searching" picture); a failing renderer, the
@@ -33,6 +38,7 @@ import asyncio
 import fractions
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -56,6 +62,8 @@ MAX_PENDING_FRAMES = 300
 MAX_PENDING_MESSAGES = 64
 #: A close-up finished this long after its camera frame arrived is not live any more (s).
 STALL_S = 1.0
+#: How much lower the link's thread (and the renderer threads it starts) are scheduled than the masking worker.
+NICENESS = 5
 #: Page messages that other parts of the consult read (rooms.py): neither the exam's nor junk, so not counted.
 OTHER_MESSAGES = ("leaving",)
 #: The close-up's picture until its renderer has drawn the neutral avatar: the avatar's background colour.
@@ -237,6 +245,7 @@ class ExamLink:
     # ---- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        _lower_priority()
         renderer: Picture | None = None
         hold = _hold()
         try:
@@ -343,6 +352,14 @@ class ExamLink:
             self._loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop is closed: we are shutting down
             pass
+
+
+def _lower_priority() -> None:
+    """Schedule the calling thread (on Linux each thread has its own niceness) NICENESS lower, where allowed."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: the thread runs at the usual priority
+        pass
 
 
 def _slim(value: Any) -> Any:
