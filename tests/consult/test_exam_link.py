@@ -259,3 +259,24 @@ async def test_a_doctor_offer_may_add_only_a_receive_only_closeup_right_after_it
                     (video, recv, recv, audio)):  # more than the close-up
         status, body = await offer(*refused)
         assert status == 400 and "patient page" in str(body["error"]), (refused, status, body)
+
+
+async def test_the_patient_leaves_a_test_with_the_exit_button(proxy: LocalProxy,
+                                                              session: aiohttp.ClientSession) -> None:
+    room, doctor, patient = await consult(proxy, session, closeup=False)
+    try:
+        doctor.send({"exam": {"test": "fixation", "duration_s": 30}})
+        await wait_for(lambda: patient.exam("exam"), 5)
+        test_id = patient.exam("exam")[0]["id"]
+        patient.send({"exam_started": {"id": test_id}})
+        await asyncio.sleep(1.5)
+        patient.send({"exam_exit": {"id": test_id}})  # the page's "Exit the test" button
+        await wait_for(lambda: doctor.exam("exam_result"), 5)
+        result = doctor.exam("exam_result")[0]
+        assert result["id"] == test_id and result["stopped"] == "patient" and result["test"] == "fixation"
+        await wait_for(lambda: {"test": "stop", "id": test_id} in patient.exam("exam"), 5)
+        exam = (await proxy.state(session, room))["exam"]
+        assert exam["running"] is None and exam["ignored_total"] == 0
+    finally:
+        await patient.close()
+        await doctor.close()
