@@ -113,6 +113,15 @@ def test_no_import_cycle_between_subpackages() -> None:
     assert [unit for unit, targets in graph.items() if "proxy.cli" in targets] == ["proxy.__main__"]
 
 
+def test_every_subpackage_is_packaged() -> None:
+    """A subpackage missing from pyproject's list would be absent from a wheel (and only fail there)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {_module_name(p.parent) for p in PACKAGE.rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found <= listed, f"not in pyproject.toml's packages: {sorted(found - listed)}"
+
+
 def test_installed_wheel_finds_models_shaders_and_pages(tmp_path: Path) -> None:
     """A non-editable install, run from outside the checkout: track a clip, serve and answer /readyz."""
     clip = SHARED / "videos" / "d0.mp4"
