@@ -7,7 +7,10 @@ or hold up the masking worker:
 
 * every masked frame's parameters (:meth:`ExamLink.frame`, on the event loop)
   are fed to the session in order; the newest frame is drawn as the close-up
-  when the doctor asked for it. Only the newest waits: a close-up that cannot
+  when the doctor's offer asked for it and the doctor's page shows it
+  (``{"closeup": {"on": true}}``; it starts off: the close-up costs about as
+  much CPU as the face view, and most of a consult does not need it; while it
+  is off the track shows the neutral avatar's eyes). Only the newest waits: a close-up that cannot
   keep up is skipped (and counted), never queued, and one finished more than
   ``stall_s`` after its camera frame arrived is discarded;
 * every data-channel message (:meth:`ExamLink.receive`) goes to the session,
@@ -123,6 +126,8 @@ class ExamLink:
         self._messages: deque[tuple[str, str | bytes]] = deque()
         self._job: _Job | None = None
         self._prepare = False  #: a doctor asked for the close-up: get its renderer and neutral picture ready
+        #: The doctor's page shows the close-up (``{"closeup": {"on": true}}``): only then is it drawn.
+        self.closeup_on = False
         self._running = False
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
@@ -200,7 +205,7 @@ class ExamLink:
                 self._frames.popleft()
                 self.frames_dropped += 1
             self._frames.append(params)
-            if closeup:
+            if closeup and self.closeup_on:
                 if self._job is not None:
                     self.skipped += 1
                 self._job = _Job(params, like.pts, like.time_base, received, fault)
@@ -239,7 +244,7 @@ class ExamLink:
         ignored = Counter(exam["ignored"]) + self.ignored
         return {**exam, "ignored": dict(ignored), "ignored_total": sum(ignored.values()),
                 "errors": self.exam_errors, "frames_dropped": self.frames_dropped,
-                "closeup": {"size": f"{self.size[0]}x{self.size[1]}", "rendered": self.rendered,
+                "closeup": {"size": f"{self.size[0]}x{self.size[1]}", "on": self.closeup_on, "rendered": self.rendered,
                             "skipped": self.skipped, "late": self.late, "errors": self.errors}}
 
     # ---- the thread ------------------------------------------------------------------------------
@@ -279,6 +284,13 @@ class ExamLink:
         out: list[Outgoing] = []
         for role, data in messages:
             if _not_ours(data):
+                continue
+            switch = _closeup_switch(data)
+            if switch is not None:
+                if role == "doctor":
+                    self.closeup_on = switch
+                else:
+                    self._ignore("not_allowed", role)  # the patient's page has no say over the doctor's view
                 continue
             before = Counter(self.session.ignored)
             try:
@@ -369,6 +381,20 @@ def _slim(value: Any) -> Any:
     if isinstance(value, list):
         return [_slim(v) for v in value]
     return value
+
+
+def _closeup_switch(data: str | bytes) -> bool | None:
+    """``{"closeup": {"on": true|false}}``, exactly: the doctor's page showing or hiding the close-up; else None."""
+    if not isinstance(data, str) or len(data) > 64:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(value, dict) and list(value) == ["closeup"] and isinstance(value["closeup"], dict) and \
+            list(value["closeup"]) == ["on"] and isinstance(value["closeup"]["on"], bool):
+        return value["closeup"]["on"]
+    return None
 
 
 def _not_ours(data: str | bytes) -> bool:

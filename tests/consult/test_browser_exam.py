@@ -123,7 +123,10 @@ async def test_a_pursuit_test_in_the_browsers(server: TestServer, browser: Any, 
             await doctor.goto(room["doctor_url"])
             await wait_for(doctor, "() => window.maskproxy.lastParams?.face === true", "a face at the doctor's")
 
-            # -- the eye close-up: a second masked video, at 15 fps or more, never the camera picture
+            # -- the eye close-up: off until the doctor shows it; then a second masked video at 15 fps or more,
+            #    never the camera picture
+            assert await doctor.evaluate("() => document.getElementById('closeup-video').hidden")
+            await doctor.check("#closeup-toggle")
             await wait_for(doctor, "() => window.maskproxy.exam.closeupFrames > 10", "the close-up to play")
             fps, counts = await closeup_rate(doctor)
             size = await doctor.evaluate("() => { const v = document.getElementById('closeup-video'); "

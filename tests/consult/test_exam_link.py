@@ -150,22 +150,25 @@ async def test_junk_on_the_data_channels_is_ignored_counted_and_harms_nothing(
         patient.send({"exam": {"test": "stop"}})
         patient.send({"exam_started": {"id": 99}})
         patient.send({"leaving": False, "extra": 1})
+        patient.send({"closeup": {"on": True}})  # the doctor's view is the doctor's
+        doctor.send({"closeup": {"on": "yes"}})  # not the switch's shape: an unknown message
         for _ in range(300):  # a flood
             doctor.send({"exam": {"test": "nope"}})
 
         async def settled() -> bool:
             exam = (await proxy.state(session, room))["exam"]
-            return exam["ignored_total"] >= len(junk_from_doctor) + 4 + 300
+            return exam["ignored_total"] >= len(junk_from_doctor) + 6 + 300
 
         await wait_for(settled, 15)
         exam = (await proxy.state(session, room))["exam"]
         ignored = exam["ignored"]
         assert ignored["oversized"] == 3, ignored
-        assert ignored["not_allowed"] == 3, ignored  # the doctor's screen report, the patient's two commands
+        assert ignored["not_allowed"] == 4, ignored  # the doctor's screen report, the patient's commands and switch
         assert ignored["out_of_range"] == 2, ignored
         assert ignored["malformed"] == 4 and ignored["stale"] == 1, ignored  # (and a two-key "leaving")
         assert ignored["unknown"] + ignored.get("flood", 0) >= 300 + 2, ignored
         assert exam["tests"] == 0 and exam["running"] is None and exam["errors"] == 0
+        assert exam["closeup"]["on"] is False
         assert not patient.exam("exam"), "junk started a test on the patient's screen"
         # nothing crashed: masking goes on, and a valid command still works after the junk
         frames = len(doctor.params())
@@ -190,7 +193,13 @@ async def test_the_doctor_gets_the_eye_closeup_drawn_from_the_parameters_never_t
         proxy: LocalProxy, session: aiohttp.ClientSession) -> None:
     room, doctor, patient = await consult(proxy, session)
     try:
-        await wait_for(lambda: "closeup" in doctor.receivers and doctor.receivers["closeup"].count > 60, 30)
+        # it starts off: the track shows the neutral eyes and nothing is drawn per frame
+        await wait_for(lambda: "closeup" in doctor.receivers and doctor.receivers["closeup"].count > 10, 30)
+        await asyncio.sleep(1.0)
+        state = await proxy.state(session, room)
+        assert state["exam"]["closeup"]["on"] is False and state["exam"]["closeup"]["rendered"] == 0
+        doctor.send({"closeup": {"on": True}})  # the doctor's page shows it
+        await wait_for(lambda: doctor.receivers["closeup"].count > 80, 30)
         closeup = doctor.receivers["closeup"]
         await asyncio.sleep(3.0)
         fps = closeup.fps(3.0)
@@ -221,6 +230,9 @@ async def test_a_failing_closeup_renderer_sends_the_fault_card(proxy: LocalProxy
     await doctor.connect(session)
     await patient.connect(session)
     try:
+        await doctor.wait_connected()
+        await wait_for(lambda: doctor.channel.readyState == "open", 10)
+        doctor.send({"closeup": {"on": True}})
         await wait_for(lambda: "closeup" in doctor.receivers and doctor.receivers["closeup"].count > 30, 30)
         await asyncio.sleep(1.0)
         from proxy.consult.worker import fault_placeholder

@@ -72,6 +72,7 @@ export class ExamPanel {
   /** The "mask" data channel of the current connection (commands go out on it). */
   attach(channel) {
     this.channel = channel;
+    channel.addEventListener('open', () => this.#sendView()); // a new connection: tell the proxy what is shown
   }
 
   /** Every frame's parameters (kept for export). */
@@ -122,6 +123,7 @@ export class ExamPanel {
     $('closeup-toggle').addEventListener('change', (event) => {
       $('closeup').classList.toggle('collapsed', !event.target.checked);
       this.closeupVideo.hidden = !event.target.checked;
+      this.#sendView();
     });
     $('mark').addEventListener('click', () => this.mark());
     $('export-csv').addEventListener('click', () => this.download('csv'));
@@ -136,6 +138,13 @@ export class ExamPanel {
     }
     this.channel.send(JSON.stringify(message));
     if (message.exam.test !== 'stop') this.#setStatus(`Asking the patient's page to start: ${TEST_NAMES[message.exam.test]}…`);
+  }
+
+  /** The proxy draws the close-up only while this page shows it. */
+  #sendView() {
+    if (this.channel?.readyState === 'open') {
+      this.channel.send(JSON.stringify({ closeup: { on: $('closeup-toggle').checked } }));
+    }
   }
 
   #setStatus(text, state) {
