@@ -5,7 +5,8 @@ peer connections (:mod:`.rooms`), the masking worker of one consult
 (:mod:`.worker`), the tracks the proxy sends (:mod:`.tracks`), settings
 (:mod:`.config`), ICE/TURN (:mod:`.ice`), metrics, logs and figures
 (:mod:`.metrics`, :mod:`.logs`, :mod:`.stats`), a scripted aiortc participant
-(:mod:`.client`), and a patch to one of aiortc's helpers (:mod:`.aiortc_speedups`).
+(:mod:`.client`), a patch to one of aiortc's helpers (:mod:`.aiortc_speedups`), and the
+eye examination of a consult with the doctor's eye close-up (:mod:`.exam_link`).
 
 Offers: ``create_app`` and ``run_server`` (server), ``Config`` (config),
 ``ConsultClient`` (client). Depends on :mod:`proxy.pipeline` and below; the live
