@@ -61,6 +61,8 @@ TRACKS_JS = "() => window.__streams.flatMap((s) => s.getTracks()).map((t) => `${
 SAYS_ENDED_JS = f"() => document.body.innerText.includes({ENDED!r})"
 RETRY_SHOWN_JS = "() => { const b = document.getElementById('retry'); return Boolean(b && b.offsetParent); }"
 NO_OVERFLOW_JS = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+DOCTOR_LEFT_JS = ("() => { const note = document.getElementById('doctor-waiting'); "
+                  "return note.offsetParent !== null && note.textContent.includes('The doctor has left'); }")
 
 
 @pytest.fixture
@@ -193,7 +195,7 @@ async def check_layout(patient: Any, doctor: Any, size: tuple[int, int]) -> None
 
 async def test_leaving_tells_the_other_side(server: TestServer, browser: Any, plain_browser: Any) -> None:
     """The patient presses Leave: the doctor reads "The patient has left" at once, not a connection problem; the
-    doctor leaves: the patient reads that the doctor has left."""
+    doctor presses Leave, or closes the tab: the patient reads that the doctor has left."""
     base = str(server.make_url("/")).rstrip("/")
     errors: list[str] = []
     async with aiohttp.ClientSession() as session:
@@ -225,11 +227,48 @@ async def test_leaving_tells_the_other_side(server: TestServer, browser: Any, pl
             await patient.click("#start")
             await wait_for(patient, "() => window.maskproxy.state === 'connected'", "the patient to reconnect")
             await doctor.click("#leave")
-            await wait_for(patient, "() => document.getElementById('doctor-waiting').offsetParent !== null && "
-                           "document.getElementById('doctor-waiting').textContent.includes('The doctor has left')",
-                           "the patient to hear that the doctor left", timeout=5)
+            await wait_for(patient, DOCTOR_LEFT_JS, "the patient to hear that the doctor left", timeout=5)
             assert await patient.evaluate("() => window.maskproxy.state") == "connected"
             assert all(t.endswith(":ended") for t in await doctor.evaluate(TRACKS_JS))
+
+            # the doctor comes back in a new tab, then closes it: the patient hears it at once, not after a timeout
+            doctor = await doctor_ctx.new_page()
+            await doctor.goto(room["doctor_url"])
+            await wait_for(doctor, "() => document.getElementById('status').dataset.state === 'connected'",
+                           "the doctor to connect again")
+            await wait_for(patient, f"() => !({DOCTOR_LEFT_JS})()", "the patient to see the doctor back")
+            closed = time.monotonic()
+            await doctor.close()
+            await wait_for(patient, DOCTOR_LEFT_JS, "the patient to hear that the doctor's tab closed", timeout=5)
+            print(f"the patient read that the doctor left {time.monotonic() - closed:.2f} s after the tab closed")
+            assert time.monotonic() - closed < 2.0
+            assert not errors, errors
+        finally:
+            await patient_ctx.close()
+            await doctor_ctx.close()
+
+
+async def test_expiry_is_announced_then_ends_both_pages(plain_browser: Any) -> None:
+    """A consult near its maximum lifetime: both pages say when it will end, then that it has ended."""
+    errors: list[str] = []
+    async with LocalProxy(Config(api_key=KEY, room_max_lifetime=12.0), NeutralPipeline) as proxy, \
+            aiohttp.ClientSession() as session:
+        room = await proxy.create_room(session)
+        patient_ctx, patient = await new_page(plain_browser, (390, 844), errors, "patient")
+        doctor_ctx, doctor = await new_page(plain_browser, (1440, 900), errors, "doctor")
+        try:
+            await patient.goto(room["patient_url"])
+            await wait_for(patient, "() => !document.getElementById('start').disabled", "the link to be checked")
+            await patient.click("#start")
+            await doctor.goto(room["doctor_url"])
+            for who, page, notice in (("patient", patient, "call-notice"), ("doctor", doctor, "notice")):
+                await wait_for(page, f"() => document.getElementById({notice!r}).textContent.startsWith("
+                               "'This consult will end in')", f"the {who}'s page to announce the end", timeout=10)
+            for who, page in (("patient", patient), ("doctor", doctor)):
+                await wait_for(page, SAYS_ENDED_JS, f"the {who}'s page to say the consult ended", timeout=15)
+                assert "time is up" in await page.evaluate("() => document.body.innerText"), who
+                tracks = await page.evaluate(TRACKS_JS)
+                assert tracks and all(t.endswith(":ended") for t in tracks), f"{who}'s media still live: {tracks}"
             assert not errors, errors
         finally:
             await patient_ctx.close()
