@@ -66,6 +66,8 @@ class ConsultActor:
         self.restarted = bool(context.was_current_actor_reconstructed)
         self.room = Room(spec.room, config, Metrics(), pipeline_factory)
         self.room.patient_token, self.room.doctor_token = spec.patient_token, spec.doctor_token
+        # its lifetime counts from when it was opened, also after a restart (the pages are warned before the end)
+        self.room.expires_at = time.monotonic() + config.room_max_lifetime - (time.time() - spec.created)
         self._warm = asyncio.ensure_future(asyncio.to_thread(IdlePictures.neutral, 640, 480))
         self._expiry = asyncio.ensure_future(self._expire())
         log.info("room %s: %s on node %s", spec.room, "restarted" if self.restarted else "placed", self.node[:12])
@@ -120,6 +122,6 @@ class ConsultActor:
                 break
         log.info("room %s: expired (%s)", self.spec.room, "idle" if idle else "maximum lifetime")
         try:
-            await self.room.close()
+            await self.room.close("expired")
         finally:
             ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
