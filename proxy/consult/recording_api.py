@@ -119,8 +119,8 @@ async def _expire(registry: RoomRegistry) -> None:
         if store is not None and store.retention_days is not None:
             try:
                 await loop.run_in_executor(None, store.expire)
-            except OSError as exc:
-                log.error("retention: could not delete expired recordings (%s)", exc.strerror or exc)
+            except Exception as exc:  # noqa: BLE001 - retention must keep running; tried again next time
+                log.error("retention: could not delete expired recordings (%s: %s)", exc.__class__.__name__, exc)
         await asyncio.sleep(EXPIRE_INTERVAL_S)
 
 

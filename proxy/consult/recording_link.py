@@ -263,6 +263,7 @@ class RecordingLink:
         try:
             await self._loop.run_in_executor(None, recorder.start)
         except RecordingError as exc:
+            self._store.discard(recorder)
             self.error = str(exc)
             log.warning("room %s: %s", self.room, exc)
             self._tell()

@@ -179,6 +179,12 @@ class RecordingStore:
         with self._lock:
             return sorted(self._active)
 
+    def discard(self, recorder: Recorder) -> None:
+        """Forget a recorder whose :meth:`Recorder.start` failed (it made no folder and will never stop)."""
+        with self._lock:
+            if self._active.get(recorder.id) is recorder:
+                del self._active[recorder.id]
+
     # ---- reading --------------------------------------------------------------------------------
 
     def _folder(self, recording_id: str) -> Path:

@@ -330,6 +330,22 @@ async def test_a_full_disk_stops_the_recording_and_the_consult_goes_on(
         assert abs(bar_index(rgb) - by_pts[pts]["frame"] % 60) <= 1
 
 
+async def test_a_disk_that_refuses_at_the_start_is_a_clear_503(tmp_path: Path,
+                                                               session: aiohttp.ClientSession) -> None:
+    async with LocalProxy(config(tmp_path / "unused"), BarPipeline) as proxy:
+        store = RecordingStore(tmp_path / "full", settings=RecorderSettings(min_free_bytes=2**62))
+        proxy.registry.recordings = store
+        room = await proxy.create_room(session)
+        assert (await act(proxy, session, room, "doctor", "ask"))[0] == 200
+        status, body = await act(proxy, session, room, "patient", "agree")
+        assert status == 503 and body["error"].startswith("cannot record: disk full"), body
+        state = (await proxy.state(session, room))["recording"]
+        assert state["state"] == "consented" and state["error"].startswith("cannot record"), state
+        assert store.active() == [] and list((tmp_path / "full").iterdir()) == []
+        started = time.monotonic()
+    assert time.monotonic() - started < 5  # nothing left running for the shutdown to wait for
+
+
 async def test_settings_can_forbid_or_require_recording(tmp_path: Path, session: aiohttp.ClientSession) -> None:
     async with LocalProxy(config(tmp_path / "rec", recording="off"), BarPipeline) as proxy:
         room = await proxy.create_room(session)

@@ -6,6 +6,7 @@ import { ENDED_TITLE, endedDetail, leftText, ExpiryNotice } from './notices.js';
 import { Call, openMaskChannel, playWithSound, countFrames, mediaSupported } from './rtc.js';
 import { RingBuffer, BlinkDetector, drawTraces } from './traces.js';
 import { ExamPanel } from './exam.js';
+import { RecordingPanel } from './recording.js';
 
 const $ = (id) => document.getElementById(id);
 const patientVideo = $('patient-video');
@@ -40,6 +41,10 @@ let dirty = true; // traces need a redraw
 const mp = (window.maskproxy = { framesShown: 0, lastParams: null, samples, blinks, stats: null, frozen: false });
 
 const params = roomFromUrl();
+// Recording: Record / Stop in the top bar, the red bar while it runs (recording.js).
+const recording = params
+  ? new RecordingPanel({ role: 'doctor', room: params.room, token: params.token, controls: document.querySelector('.topbar') })
+  : null;
 let localStream = null;
 let call = null;
 let stopPolling = null;
@@ -114,7 +119,9 @@ function setupPeer(pc) {
     }
   });
 
-  exam.attach(openMaskChannel(pc, { onFrame, onStats, onExam: (msg) => exam.onMessage(msg) }));
+  exam.attach(openMaskChannel(pc, {
+    onFrame, onStats, onExam: (msg) => exam.onMessage(msg), onRecording: (status) => recording?.update(status),
+  }));
 }
 
 const STATE_TEXT = {
@@ -405,6 +412,7 @@ async function main() {
     if (err && isGone(err)) endConsult('gone');
     if (!status) return;
     showPatientPresence(Boolean(status.patient?.connected));
+    recording?.update(status.recording);
     // Stats normally arrive on the data channel; the polled ones fill in when it is quiet.
     if (status.mask) onStats(status.mask, false);
   });

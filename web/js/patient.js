@@ -6,6 +6,7 @@ import { roomFromUrl, pollRoomStatus, checkLink, forgetLink, isGone, LINK_INVALI
 import { ENDED_TITLE, endedDetail, ExpiryNotice } from './notices.js';
 import { Call, openMaskChannel, playWithSound, countFrames, mediaErrorMessage, mediaSupported } from './rtc.js';
 import { FixationTarget } from './fixation.js';
+import { RecordingPanel } from './recording.js';
 
 const $ = (id) => document.getElementById(id);
 const intro = $('intro');
@@ -35,6 +36,8 @@ const FACE_STALE_MS = 2000; // no per-frame message for this long: treat as "no 
 const mp = (window.maskproxy = { framesShown: 0, state: 'intro', face: false, lastParams: null });
 
 const params = roomFromUrl();
+// Recording: the consent dialog, the red bar while it runs, and the withdraw button (recording.js).
+const recording = params ? new RecordingPanel({ role: 'patient', room: params.room, token: params.token }) : null;
 let localStream = null;
 let call = null;
 let stopPolling = null;
@@ -115,6 +118,7 @@ function setupPeer(pc) {
 
   const channel = openMaskChannel(pc, {
     onExam: (msg) => fixation.onMessage(msg),
+    onRecording: (status) => recording?.update(status),
     onFrame(msg) {
       mp.lastParams = msg;
       mp.face = msg.face === true;
@@ -167,6 +171,7 @@ function joinCall() {
   stopPolling = pollRoomStatus(params.room, params.token, (status, err) => {
     if (err && isGone(err)) endConsult('gone');
     if (status) showDoctorPresence(Boolean(status.doctor?.connected));
+    if (status) recording?.update(status.recording);
   });
 }
 

@@ -58,7 +58,7 @@ export async function negotiate(pc, room, token, role) {
  * {"left": role}) go to the Call as a "maskproxy-notice" event, and the channel is
  * announced as "maskproxy-channel" so that the Call can say goodbye on it.
  */
-export function openMaskChannel(pc, { onFrame, onStats, onExam }) {
+export function openMaskChannel(pc, { onFrame, onStats, onExam, onRecording }) {
   const channel = pc.createDataChannel('mask');
   pc.dispatchEvent(new CustomEvent('maskproxy-channel', { detail: channel }));
   channel.addEventListener('message', (event) => {
@@ -77,6 +77,7 @@ export function openMaskChannel(pc, { onFrame, onStats, onExam }) {
     if (msg.replaced === true) pc.dispatchEvent(new Event('maskproxy-replaced'));
     else if ('stats' in msg) onStats?.(msg.stats);
     else if (Object.keys(msg).some((key) => key.startsWith('exam'))) onExam?.(msg);
+    else if ('recording' in msg) onRecording?.(msg.recording);
     else onFrame?.(msg);
   });
   return channel;
