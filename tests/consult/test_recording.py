@@ -12,6 +12,7 @@ itself, with the real masking pipeline, and kills it mid-recording.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fractions
 import io
@@ -31,9 +32,11 @@ import aiohttp
 import av
 import numpy as np
 import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from proxy.bench.live import free_port
 from proxy.consult.config import Config
+from proxy.consult.recording_link import RecordingLink
 from proxy.consult.worker import rgb_to_frame
 from proxy.params import MaskParams
 from proxy.recording.metadata import COMPLETE, INCOMPLETE, new_id, read_metadata, write_metadata
@@ -344,6 +347,65 @@ async def test_a_disk_that_refuses_at_the_start_is_a_clear_503(tmp_path: Path,
         assert store.active() == [] and list((tmp_path / "full").iterdir()) == []
         started = time.monotonic()
     assert time.monotonic() - started < 5  # nothing left running for the shutdown to wait for
+
+
+class OpusTrack(MediaStreamTrack):
+    """A patient's microphone as the proxy relays it undecoded: 20 ms Opus packets of a 440 Hz tone."""
+
+    kind = "audio"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        codec = av.CodecContext.create("libopus", "w")
+        codec.format, codec.layout, codec.sample_rate = "s16", "stereo", 48000
+        codec.time_base = fractions.Fraction(1, 48000)
+        self.packets: list[av.Packet] = []
+        for index in range(int(seconds * 50)):
+            t = (np.arange(960) + 960 * index) / 48000
+            tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[None, :], format="s16", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, 960 * index, fractions.Fraction(1, 48000)
+            self.packets += codec.encode(frame)
+
+    async def recv(self) -> av.Packet:
+        if not self.packets:
+            raise MediaStreamError
+        await asyncio.sleep(0.02)
+        return self.packets.pop(0)
+
+
+@pytest.mark.parametrize("agreed", [True, False], ids=["sound agreed", "sound not agreed"])
+async def test_sound_relayed_undecoded_is_recorded_only_where_the_patient_agreed(tmp_path: Path,
+                                                                                 agreed: bool) -> None:
+    """The patient's audio reaches the doctor as Opus packets, undecoded: the recording decodes them itself,
+    and keeps sound only with the setting and the patient's own tick."""
+    store = RecordingStore(tmp_path, settings=RecorderSettings(min_free_bytes=0))
+    link = RecordingLink(asyncio.get_running_loop(), "room-1", config(tmp_path, recording_audio=True), store,
+                         lambda role, message: None)
+    await link.ask()
+    status = await link.agree(audio=agreed)
+    assert status["state"] == "recording" and status["audio"] is agreed
+    track = link.tap_audio(OpusTrack(1.0))
+    relayed = 0
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            assert isinstance(await track.recv(), av.Packet)  # the doctor still gets the packets as they came
+            relayed += 1
+    assert relayed >= 45 and track.readyState == "ended"
+    recorder = link.recorder
+    assert recorder is not None
+    link.close()
+    assert recorder.wait(10)
+    names = {f["name"] for f in store.metadata(recorder.id)["files"]}
+    if not agreed:
+        assert "audio.webm" not in names
+        return
+    with store.open(recorder.id, "audio.webm") as opened, av.open(opened) as container:
+        left = np.concatenate([f.to_ndarray()[0] if f.format.is_planar else f.to_ndarray()[0][::2]
+                               for f in container.decode(audio=0)]).astype(float)
+    assert 0.8 * 48000 < left.size < 1.3 * 48000  # about the second that was sent
+    spectrum = np.abs(np.fft.rfft(left[: 48000 // 2]))
+    assert abs(np.argmax(spectrum) * 2 - 440) <= 4  # the tone, in 2 Hz bins
 
 
 async def test_settings_can_forbid_or_require_recording(tmp_path: Path, session: aiohttp.ClientSession) -> None:
