@@ -42,7 +42,6 @@ let localStream = null;
 let call = null;
 let stopPolling = null;
 let lastFrameAt = 0;
-let linkChecked = false; // the link was read back from the server as a patient link (before any media)
 let doctorWasHere = false;
 // The eye tests the doctor starts: a full-screen dot to follow, and the screen-size step they need.
 const fixation = new FixationTarget();
@@ -246,8 +245,7 @@ startButton.addEventListener('click', async () => {
   }
   startButton.disabled = true;
   startButton.textContent = 'Starting…';
-  if (!linkChecked) linkChecked = await verifyLink();
-  if (!linkChecked) {
+  if (!(await verifyLink())) { // again: the consult may have ended while this page stood open
     startButton.disabled = false;
     startButton.textContent = 'Start';
     return;
@@ -327,8 +325,7 @@ if (!params) {
   // Check the link now, before the patient is asked for the camera.
   startButton.disabled = true;
   startButton.textContent = 'Checking the link…';
-  verifyLink().then((ok) => {
-    linkChecked = ok;
+  verifyLink().then(() => {
     startButton.disabled = false;
     startButton.textContent = 'Start';
   });
