@@ -36,7 +36,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from proxy.bench.live import free_port
 from proxy.consult.config import Config
-from proxy.consult.recording_link import RecordingLink
+from proxy.consult.recording_link import RecordingLink, Refused
 from proxy.consult.worker import rgb_to_frame
 from proxy.params import MaskParams
 from proxy.recording.metadata import COMPLETE, INCOMPLETE, new_id, read_metadata, write_metadata
@@ -406,6 +406,37 @@ async def test_sound_relayed_undecoded_is_recorded_only_where_the_patient_agreed
     assert 0.8 * 48000 < left.size < 1.3 * 48000  # about the second that was sent
     spectrum = np.abs(np.fft.rfft(left[: 48000 // 2]))
     assert abs(np.argmax(spectrum) * 2 - 440) <= 4  # the tone, in 2 Hz bins
+
+
+async def test_results_sent_to_the_doctor_and_marks_are_kept_with_the_recording(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path, settings=RecorderSettings(min_free_bytes=0))
+    told_pages: list[tuple[str, dict[str, Any]]] = []
+    link = RecordingLink(asyncio.get_running_loop(), "room-1", config(tmp_path), store,
+                         lambda role, message: told_pages.append((role, json.loads(message))))
+    result = {"id": 3, "test": "saccades", "stopped": None, "results": [{"measure": "latency", "eye": "right"}]}
+    link.sent("doctor", json.dumps({"exam_result": result}))  # not recording: nothing kept
+    await link.ask()
+    await link.agree()
+    assert {role for role, message in told_pages if message["recording"]["state"] == "recording"} == {
+        "patient", "doctor"}
+    link.sent("doctor", json.dumps({"exam_live": {"blinks": 3}}))  # live readouts are not results
+    link.sent("patient", json.dumps({"exam_result": result}))  # only what the doctor's page is sent
+    link.sent("doctor", json.dumps({"exam_result": result}))
+    link.mark("upbeat nystagmus?")
+    for junk in (None, "x" * 501, "bell\a"):
+        with pytest.raises(Refused) as refused:
+            link.mark(junk)
+        assert refused.value.status == 400
+    recorder = link.recorder
+    assert recorder is not None
+    await link.stop()
+    assert recorder.wait(10)
+    with pytest.raises(Refused):
+        link.mark("too late")
+    with store.open(recorder.id, "events.jsonl") as opened:
+        events = [json.loads(line) for line in opened.read().splitlines()]
+    assert [e["kind"] for e in events] == ["consent", "exam_result", "mark"]
+    assert events[1]["data"] == result and events[2]["data"] == {"text": "upbeat nystagmus?"}
 
 
 async def test_settings_can_forbid_or_require_recording(tmp_path: Path, session: aiohttp.ClientSession) -> None:
