@@ -143,7 +143,12 @@ async def wait_for(page: Any, expression: str, what: str, timeout: float = CONNE
     """Poll a JS expression until truthy; fail with ``what`` and the page's state otherwise."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await page.evaluate(expression)
+        try:
+            value = await page.evaluate(expression)
+        except Exception as exc:  # noqa: BLE001 - playwright's Error: the page is loading afresh, ask again
+            if "context was destroyed" not in str(exc):
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

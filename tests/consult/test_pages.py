@@ -310,9 +310,14 @@ async def test_bad_links_never_ask_for_the_camera(server: TestServer, plain_brow
                 assert await page.evaluate("() => window.__gum") == 0, f"{what}: the page asked for the camera"
                 assert not await page.evaluate("() => location.hash"), f"{what}: the token stayed in the address"
                 await page.goto("about:blank")  # the next link loads afresh (not a same-page fragment change)
-            # the good links still work: the patient page offers Start; the doctor page connects and asks for media
+            # the good links still work, also pasted into the tab of a refused one (only the fragment changes): the
+            # patient page offers Start; the doctor page connects and asks for media
+            await page.goto(links["unknown consult"])
+            await wait_for(page, f"() => document.querySelector('#intro-error').textContent === {INVALID!r}",
+                           "the page to refuse the link")
             await page.goto(patient_url)
-            await wait_for(page, "() => !document.getElementById('start').disabled", "a good link to be accepted")
+            await wait_for(page, "() => { const start = document.getElementById('start'); "
+                           "return start.offsetParent !== null && !start.disabled; }", "a good link to be accepted")
             assert await page.evaluate("() => window.__gum") == 0  # nothing before the patient presses Start
             await page.goto("about:blank")
             await page.goto(doctor_url)

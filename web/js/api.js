@@ -66,6 +66,10 @@ const LINK_STORAGE = `maskproxy.link:${location.pathname}`; // sessionStorage: t
  * history entry (kept in this tab's sessionStorage, so reloading the page still works).
  */
 export function roomFromUrl() {
+  // A link pasted into this tab later changes only the fragment, which reloads nothing: load the page afresh.
+  window.addEventListener('hashchange', () => {
+    if (new URLSearchParams(location.hash.slice(1)).get('token')) location.reload();
+  });
   const q = new URLSearchParams(location.hash.slice(1));
   const room = q.get('room');
   const token = q.get('token');

@@ -218,6 +218,7 @@ async function verifyLink() {
     forgetLink();
     setState('invalid');
     startButton.hidden = true;
+    intro.querySelectorAll('.intro-steps').forEach((el) => { el.hidden = true; }); // no camera to explain
     introError.textContent = LINK_INVALID;
   } else {
     introError.textContent = `This link could not be checked just now (${result.message}). Please try again in a moment.`;
