@@ -9,13 +9,14 @@
   any time (:meth:`RecordingLink.withdraw`): a running recording stops at once and the consent is gone. With
   ``recording = required`` every consult asks from its start, and only the patient can stop a recording; with
   ``off`` (or no ``recordings_dir``) nothing is ever recorded.
-* **Fed from what leaves.** While a recording runs, every frame of the masked stream the doctor is sent
-  (:meth:`RecordingLink.video`: each masked frame the room sends, with the parameters it was drawn from, and
-  each idle picture, the neutral avatar or the card, without), the eye close-up's frames as its track sends
-  them (:meth:`RecordingLink.eyes_sent`), the patient's audio on its way to the doctor where a setting and the
-  patient allow it (:meth:`RecordingLink.tap_audio`), the test results sent to the doctor
-  (:meth:`RecordingLink.sent`) and the doctor's marks go to the :class:`~proxy.recording.recorder.Recorder`,
-  whose calls never block. It is never handed a camera frame.
+* **Fed from what leaves.** While a recording runs, every frame of the masked stream the doctor is sent: each
+  masked frame once the stream says it sent it, with the parameters it was drawn from
+  (:meth:`RecordingLink.frame_masked` and :meth:`RecordingLink.frame_sent`, paired by the camera frame's arrival
+  time), and each idle picture, the neutral avatar or the card, without (:meth:`RecordingLink.video`); the eye
+  close-up's frames as its track sends them (:meth:`RecordingLink.eyes_sent`); the patient's audio on its way
+  to the doctor where a setting and the patient allow it (:meth:`RecordingLink.tap_audio`); the test results
+  sent to the doctor (:meth:`RecordingLink.sent`) and the doctor's marks. They go to the
+  :class:`~proxy.recording.recorder.Recorder`, whose calls never block. It is never handed a camera frame.
 * **Both pages know.** Every change goes to both pages as ``{"recording": status}`` on their data channels,
   and the status is part of the room state. A recording that ends by a fault (a full disk) says why there;
   the consult goes on.
@@ -29,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: Longest note a doctor's mark may carry (characters).
 MAX_MARK_TEXT = 500
+#: Masked frames (and sent tags) kept while waiting for their pair: the masked stream holds one or a few.
+PAIRING = 8
 #: Settings worth keeping with a recording (never a secret: metadata.clean_settings drops those anyway).
 KEPT_SETTINGS = ("recording", "recording_audio", "retention_days", "self_view_fps", "max_frame_pixels", "eye_samples",
                  "supersample", "threads")
@@ -106,6 +110,9 @@ class RecordingLink:
         #: Why the last attempt to record failed (cannot write), or why the last recording stopped early.
         self.error: str | None = None
         self._opus: Any = None  #: decodes relayed Opus packets, only while sound is being recorded
+        #: Masked frames waiting to be sent, and frames sent before the room handed over their parameters, by tag.
+        self._masked: dict[object, tuple[av.VideoFrame, MaskParams | None]] = {}
+        self._sent_tags: deque[object] = deque(maxlen=PAIRING)
         self._closed = False
         self._warned_events = False
 
@@ -307,6 +314,30 @@ class RecordingLink:
         recorder = self.recorder
         if recorder is not None:
             recorder.add_video(frame, params)
+
+    def frame_masked(self, frame: av.VideoFrame, params: MaskParams | None, tag: object) -> None:
+        """A masked frame the room hands to the masked stream, with the parameters it was drawn from and its tag
+        (the camera frame's arrival time). It is recorded once the stream says it sent it (:meth:`frame_sent`,
+        before or after this): a frame the stream replaced by a newer one before sending is not."""
+        if self.recorder is None:
+            return
+        if tag in self._sent_tags:
+            self._sent_tags.remove(tag)
+            self.video(frame, params)
+            return
+        self._masked[tag] = (frame, params)
+        while len(self._masked) > PAIRING:
+            del self._masked[next(iter(self._masked))]
+
+    def frame_sent(self, tag: object) -> None:
+        """The masked stream sent the live frame ``tag`` (see :meth:`frame_masked`)."""
+        if self.recorder is None:
+            return
+        masked = self._masked.pop(tag, None)
+        if masked is not None:
+            self.video(*masked)
+        else:
+            self._sent_tags.append(tag)
 
     def eyes_sent(self, frame: av.VideoFrame, tag: object) -> None:
         """The eye close-up track hands ``frame`` to the doctor's sender."""

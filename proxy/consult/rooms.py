@@ -479,7 +479,7 @@ class Room:
         message = json.dumps(result.params.to_json())
         for peer in self.peers.values():
             self._send_text(peer, message)
-        self.recording.video(result.frame, None if result.fault else result.params)
+        self.recording.frame_masked(result.frame, None if result.fault else result.params, result.received)
         doctor = self.peers.get(DOCTOR)
         self.exam.frame(result.params, result.frame, result.received, result.fault,
                         closeup=doctor is not None and doctor.closeup)
@@ -498,6 +498,7 @@ class Room:
             self.exam.receive(peer.role, data)
 
     def _sent(self, received: object) -> None:
+        self.recording.frame_sent(received)  # the masked stream sent this live frame: now it is recorded
         latency = (time.monotonic() - received) * 1000 if isinstance(received, float) else None
         self.stats.record(latency)
         if latency is not None:
