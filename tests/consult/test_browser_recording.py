@@ -26,6 +26,7 @@ BAR_SHOWN_JS = """() => {
   return box.top === 0 && box.height > 10 && colour === 'rgb(179, 38, 30)' && bar.textContent.includes('Recording');
 }"""
 BAR_HIDDEN_JS = "() => document.getElementById('recording-bar')?.hidden === true"
+NO_SIDEWAYS_JS = "() => document.documentElement.scrollWidth <= window.innerWidth"
 RECORDED_3_S_JS = """() => {
   const [m, s] = document.querySelector('.recording-time').textContent.trim().split(':').map(Number);
   return 60 * m + s >= 3;
@@ -36,7 +37,7 @@ async def test_record_consent_red_bar_and_withdrawal_in_both_pages(tmp_path: Pat
     folder = tmp_path / "recordings"
     async with LocalProxy(config(folder, retention_days=90), BarPipeline) as proxy, aiohttp.ClientSession() as session:
         room = await proxy.create_room(session)
-        patient_ctx = await browser.new_context(viewport={"width": 900, "height": 700})
+        patient_ctx = await browser.new_context(viewport={"width": 390, "height": 844})  # a phone
         doctor_ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
         try:
             patient = await patient_ctx.new_page()
@@ -56,13 +57,17 @@ async def test_record_consent_red_bar_and_withdrawal_in_both_pages(tmp_path: Pat
                           "Stop recording"):
                 assert words in text, (words, text)
             assert "Waiting for the patient" in await doctor.inner_text("#record-state")
+            assert await patient.evaluate(NO_SIDEWAYS_JS)  # the dialog fits a phone
 
             await patient.click("#consent-agree")
             await wait_for(patient, BAR_SHOWN_JS, "the patient's red recording bar", 10)
             await wait_for(doctor, BAR_SHOWN_JS, "the doctor's red recording bar", 10)
             assert "camera picture is not recorded" in await patient.inner_text("#recording-bar")
-            assert await patient.is_visible("#recording-withdraw")
+            assert await patient.is_visible("#recording-withdraw") and await patient.evaluate(NO_SIDEWAYS_JS)
             await wait_for(doctor, RECORDED_3_S_JS, "the recording's clock to reach 0:03", 15)
+            await doctor.evaluate("() => window.scrollTo(0, 600)")
+            assert await doctor.evaluate("() => window.scrollY") > 100
+            assert await doctor.evaluate(BAR_SHOWN_JS), "the bar must stay in view as the page scrolls"
 
             await patient.click("#recording-withdraw")
             await wait_for(patient, BAR_HIDDEN_JS, "the patient's bar to go", 2)

@@ -45,7 +45,7 @@ export class RecordingPanel {
     this.mp = window.maskproxy || (window.maskproxy = {});
     this.mp.recording = null;
 
-    // The red bar, fixed at the top of the page, on both pages while a recording runs.
+    // The red bar, at the top of the page and staying there as it scrolls, on both pages while a recording runs.
     this.barText = el('span', { class: 'recording-text' });
     this.barTime = el('span', { class: 'recording-time' });
     this.bar = el('div', { class: 'recording-bar', id: 'recording-bar', role: 'status', 'aria-live': 'polite' },
@@ -153,9 +153,6 @@ export class RecordingPanel {
     (controls || document.body).append(this.group);
     this.recordButton.addEventListener('click', () => this.#send(this.status?.consent ? 'start' : 'ask'));
     this.stopButton.addEventListener('click', () => this.#send('stop'));
-    this.barStop = el('button', { type: 'button', class: 'danger', text: 'Stop' });
-    this.barStop.addEventListener('click', () => this.#send('stop'));
-    this.bar.append(this.barStop);
     const anchor = document.getElementById('message') || document.body.lastElementChild;
     anchor.after(this.note);
     // The exam panel's Mark button also marks the recording (its note is read before the panel clears it).
@@ -174,7 +171,6 @@ export class RecordingPanel {
     this.recordButton.textContent = status.consent ? 'Record' : 'Record (asks the patient)';
     this.stopButton.hidden = !(state === 'recording' && !required) && state !== 'asking';
     this.stopButton.textContent = state === 'asking' ? 'Cancel' : 'Stop recording';
-    this.barStop.hidden = required;
     const text = {
       idle: required ? 'This clinic records every consult: ask the patient to agree.' : 'Not recording.',
       asking: 'Waiting for the patient to agree to recording…',
