@@ -64,7 +64,8 @@ SERVE_FLAGS = {
     "max_frame_pixels": (int, "camera frames above this many pixels are downscaled (default 921600)"),
     "max_decode_pixels": (int, "largest camera picture decoded, pixels: advertised as VP8 max-fs; bigger "
                           "keyframes are dropped before decoding (default 2088960 = 1920x1088)"),
-    "self_view_fps": (float, "frame rate of the patient's masked self-view, 0 = every frame (default 15)"),
+    "self_view_fps": (float, "frame rate of the patient's masked self-view: 0 = every frame (default), "
+                      "above 0 = every other frame"),
     "threads": (int, "ONNX Runtime threads per consult (default 1)"),
     "eye_samples": (int, "eye crops averaged per eye: 4 cut gaze jitter by a quarter, about 5 ms more per frame "
                     "(default 1)"),

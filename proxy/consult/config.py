@@ -66,8 +66,10 @@ class Config:
     #: Ignore offers' ICE candidates in private ranges (RFC 1918, fc00::/7, 100.64.0.0/10) and mDNS names: for a
     #: proxy on the internet, so that no token holder can make it probe the clinic's network (proxy.consult.candidates).
     refuse_private_candidates: bool = False
-    #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all.
-    self_view_fps: float = 15.0
+    #: Frame rate of the patient's masked self-view (the doctor gets every masked frame); 0 = all. The self-view
+    #: shares the doctor's encoded stream, so it costs no encoding either way; any value above 0 sends it every other
+    #: frame (the stream's base temporal layer, which makes the doctor's picture slightly less sharp per bit).
+    self_view_fps: float = 0.0
     #: ONNX Runtime threads per consult.
     threads: int = 1
     #: Eye crops averaged per eye (proxy.tracking.tracker): 4 cut gaze jitter by a quarter, for about 5 ms per frame.

@@ -39,15 +39,16 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.sdp import SessionDescription
 
-from proxy.consult import candidates, decode_guard
+from proxy.consult import aiortc_speedups, candidates, decode_guard
 from proxy.consult.config import Config
+from proxy.consult.encoding import SharedVideo
 from proxy.consult.exam_link import ExamLink
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
 from proxy.consult.recording_link import RecordingLink
 from proxy.consult.stats import RollingStats
-from proxy.consult.tracks import MaskedVideoTrack, RateLimitedTrack, SwitchableTrack
-from proxy.consult.worker import MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
+from proxy.consult.tracks import MaskedVideoTrack, SwitchableTrack
+from proxy.consult.worker import MaskCounts, MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
 from proxy.params import MaskParams
 from proxy.recording.store import RecordingStore
 
@@ -189,7 +190,7 @@ class Room:
         self.closed = False
         self._worker: MaskWorker | None = None
         self._worker_died: float | None = None
-        self.late = 0  #: masked frames discarded because they finished more than STALL_SECONDS after arrival
+        self.counts = MaskCounts()  #: dropped, late, errors, restarts: kept across workers, they never go backwards
         self.refused_keyframes = 0  #: camera keyframes over max_decode_pixels, dropped before decoding
         self.channel_skipped = 0  #: data-channel messages skipped because the peer's channel was backed up
         self.masked_frames = 0  #: camera frames masked and sent in time (with ``dropped``: the share dropped)
@@ -199,7 +200,11 @@ class Room:
         self._loop = asyncio.get_running_loop()
         #: The consult's recording: consent, Record / Stop, and a recorder fed with what the doctor is sent.
         self.recording = RecordingLink(self._loop, room_id, config, recordings, self._send_role)
-        self.masked = MaskedVideoTrack(self._idle_frame, on_sent=self._sent)
+        #: The masked stream, encoded once for the doctor and the self-view; with a self-view slower than the
+        #: camera, in two temporal layers of which the self-view takes the first.
+        self.masked = SharedVideo(self._idle_frame, on_sent=self._sent, layers=2 if self.config.self_view_fps else 1,
+                                  on_encoded=lambda seconds: self.metrics.costs.add("encode", seconds))
+        self.masked.start()
         #: The eye examination and the doctor's eye close-up (a second masked track, drawn from the same parameters).
         self.exam = ExamLink(self._loop, self._send_role, self._push_closeup, room=room_id)
         self.closeup = MaskedVideoTrack(self._idle_closeup, on_sent=self._closeup_sent,
@@ -226,9 +231,10 @@ class Room:
             "mask": {
                 "fps": round(self.stats.fps(), 1),
                 "frames": self.stats.frames,
-                "dropped": (worker.dropped if worker else 0) + self.late,
+                "dropped": self.counts.dropped + self.counts.late,
                 "masked": self.masked_frames,
-                "errors": worker.errors if worker else 0,
+                "errors": self.counts.errors,
+                "restarts": self.counts.restarts,
                 "worker": "running" if worker is not None and worker.alive else "stopped",
                 "face": self.face,
                 "latency_ms": self.stats.latency(),
@@ -349,20 +355,21 @@ class Room:
         # (handlers first: aiortc emits "track" while applying the offer)
         # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio]
         # or, with the eye close-up, [video, video, audio].
-        masked = self.relay.subscribe(self.masked, buffered=False)
-        if peer.role == PATIENT and self.config.self_view_fps > 0:
-            masked = RateLimitedTrack(masked, self.config.self_view_fps)
+        masked = self.masked.subscribe(max_layer=0 if peer.role == PATIENT else 1)  # the self-view: layer 0
         self._send(videos[0], masked)
+        masked.attach(videos[0].sender)
+        for transceiver in audios:  # audio is relayed as the browsers encoded it: no decoding, no encoding
+            aiortc_speedups.relay_encoded(transceiver.receiver)
         if peer.closeup:
             self._send(videos[1], self.relay.subscribe(self.closeup, buffered=False))
         if peer.role == PATIENT:
             if audios:
-                self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(DOCTOR, "audio")))
+                self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(DOCTOR, "audio"), encoded=True))
             if len(videos) > 1:
                 self._send(videos[1], SwitchableTrack("video", lambda: self._relayable(DOCTOR, "video"),
                                                       self._waiting_frame))
         elif audios:
-            self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(PATIENT, "audio")))
+            self._send(audios[0], SwitchableTrack("audio", lambda: self._relayable(PATIENT, "audio"), encoded=True))
         codecs = RTCRtpSender.getCapabilities("video").codecs
         preferred = [c for c in codecs if c.mimeType == "video/VP8"] + [c for c in codecs if c.mimeType == "video/rtx"]
         for transceiver in videos:
@@ -449,13 +456,16 @@ class Room:
             if self._worker_died is None:
                 self._worker_died = now
                 self.metrics.errors.inc()
+                self.counts.restarts += 1
                 log.error("room %s: masking worker died; restarting it", self.id)
             if now - self._worker_died < RESTART_BACKOFF:
                 return worker  # dead: frames are dropped until the restart, the doctor sees the card
         self._worker_died = None
         self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
                                   pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels,
-                                  eye_samples=self.config.eye_samples, supersample=self.config.supersample)
+                                  eye_samples=self.config.eye_samples, supersample=self.config.supersample,
+                                  counts=self.counts, publish=self.masked.publish, late_after=STALL_SECONDS,
+                                  cost=self.metrics.costs.add)
         self._worker.start()
         return self._worker
 
@@ -463,10 +473,8 @@ class Room:
         if self.closed:
             return
         self.size = (result.frame.width, result.frame.height)
-        if time.monotonic() - result.received > STALL_SECONDS:
-            # finished too late to be live: showing it would pass stale movement off as current
-            self.late += 1
-            self.metrics.dropped.inc()
+        if result.late:
+            # finished too late to be live (the worker did not send it): showing it would pass stale movement off
             return
         self.face = result.params.face
         self.masked_frames += 1
@@ -475,7 +483,6 @@ class Room:
         for stage, ms in (result.timings or {}).items():
             if "." not in stage:
                 self.metrics.stage.labels(stage).observe(ms / 1000)
-        self.masked.push(result.frame, result.received)
         message = json.dumps(result.params.to_json())
         for peer in self.peers.values():
             self._send_text(peer, message)
@@ -606,12 +613,11 @@ class Room:
                 log.exception("room %s: housekeeping failed", self.id)
 
     async def _tick(self, reported: tuple[object, int]) -> tuple[object, int]:
-        worker = self._worker
-        if worker is not None:
-            seen = reported[1] if reported[0] is worker else 0
-            if worker.dropped > seen:
-                self.metrics.dropped.inc(worker.dropped - seen)
-            reported = (worker, worker.dropped)
+        dropped = self.counts.dropped + self.counts.late
+        if dropped > reported[1]:
+            self.metrics.dropped.inc(dropped - reported[1])
+        reported = (self.counts, dropped)
+        self.metrics.costs.sample()  # a thread that ends (a decoder, a worker) loses at most a second of its time
         state = self.state()["mask"]
         message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "masked", "latency_ms", "face")}})
         remaining = self.expires_at - time.monotonic()

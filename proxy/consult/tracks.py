@@ -12,6 +12,7 @@ import asyncio
 import fractions
 import time
 from collections.abc import Callable
+from functools import lru_cache
 
 import av
 import numpy as np
@@ -74,6 +75,43 @@ def silence(samples: int = int(AUDIO_RATE * AUDIO_PTIME)) -> av.AudioFrame:
     return frame
 
 
+def opus_samples(packet: bytes) -> int:
+    """Samples (at 48 kHz) an Opus packet holds, from its TOC byte (RFC 6716, 3.1); 960 if it cannot tell."""
+    if not packet:
+        return int(AUDIO_RATE * AUDIO_PTIME)
+    config, code = packet[0] >> 3, packet[0] & 3
+    if config < 12:  # SILK: 10, 20, 40, 60 ms
+        frame = (480, 960, 1920, 2880)[config % 4]
+    elif config < 16:  # hybrid: 10, 20 ms
+        frame = (480, 960)[config % 2]
+    else:  # CELT: 2.5, 5, 10, 20 ms
+        frame = (120, 240, 480, 960)[config % 4]
+    if code == 0:
+        count = 1
+    elif code in (1, 2):
+        count = 2
+    else:
+        count = packet[1] & 0x3F if len(packet) > 1 else 1
+    return frame * max(count, 1)
+
+
+@lru_cache(maxsize=1)
+def silence_packet() -> bytes:
+    """20 ms of stereo silence as one Opus packet (encoded once per process, then only sent)."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.format, codec.layout, codec.sample_rate = "s16", "stereo", AUDIO_RATE
+    codec.bit_rate = 96000
+    codec.time_base = AUDIO_TIME_BASE
+    codec.options = {"application": "voip"}
+    samples = int(AUDIO_RATE * AUDIO_PTIME)
+    packets: list[av.Packet] = []
+    for index in range(4):  # the encoder's look-ahead: the first packets can be empty
+        frame = silence(samples)
+        frame.pts, frame.time_base = index * samples, AUDIO_TIME_BASE
+        packets += codec.encode(frame)
+    return bytes(packets[-1])
+
+
 class AudioFormat:
     """Converts audio frames of any format to s16 stereo 48 kHz.
 
@@ -103,12 +141,18 @@ class SwitchableTrack(MediaStreamTrack):
 
     ``source`` is a callable returning the current source track (or None), so a
     peer that reconnects is picked up without renegotiating the other side.
+    With ``encoded`` (audio only) the sources yield Opus packets
+    (:func:`proxy.consult.aiortc_speedups.relay_encoded`) and so does this track,
+    silence included: the sender only packetizes them.
     """
 
     def __init__(self, kind: str, source: Callable[[], MediaStreamTrack | None],
-                 placeholder: Callable[[], av.VideoFrame] | None = None) -> None:
+                 placeholder: Callable[[], av.VideoFrame] | None = None, encoded: bool = False) -> None:
         super().__init__()
+        if encoded and kind != "audio":
+            raise ValueError("only audio is relayed encoded")
         self.kind = kind
+        self.encoded = encoded
         self._source = source
         self._placeholder = placeholder
         self._timeline = Timeline(AUDIO_RATE if kind == "audio" else VIDEO_CLOCK)
@@ -116,7 +160,7 @@ class SwitchableTrack(MediaStreamTrack):
         self._audio = AudioFormat()
         self._converted: list[tuple[av.AudioFrame, object]] = []
 
-    async def recv(self) -> av.AudioFrame | av.VideoFrame:
+    async def recv(self) -> av.AudioFrame | av.VideoFrame | av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._converted:
@@ -132,7 +176,7 @@ class SwitchableTrack(MediaStreamTrack):
             except MediaStreamError:
                 await asyncio.sleep(0)
                 continue
-            if self.kind == "audio":
+            if self.kind == "audio" and not self.encoded:
                 frames = self._audio.convert(frame)  # type: ignore[arg-type]
                 if not frames:
                     continue  # the resampler is buffering
@@ -140,16 +184,22 @@ class SwitchableTrack(MediaStreamTrack):
                 frame = frames[0]
             return self._stamp(frame, source)
 
-    async def _filler(self) -> av.AudioFrame | av.VideoFrame:
+    async def _filler(self) -> av.AudioFrame | av.VideoFrame | av.Packet:
         await self._pacer.wait()
+        if self.encoded:
+            return av.Packet(silence_packet())
         if self.kind == "audio":
             return silence()
         assert self._placeholder is not None
         return self._placeholder()
 
-    def _stamp(self, frame: av.AudioFrame | av.VideoFrame, source: object | None) -> av.AudioFrame | av.VideoFrame:
+    def _stamp(self, frame: av.AudioFrame | av.VideoFrame | av.Packet,
+               source: object | None) -> av.AudioFrame | av.VideoFrame | av.Packet:
         if self.kind == "audio":
-            step = getattr(frame, "samples", int(AUDIO_RATE * AUDIO_PTIME))
+            if isinstance(frame, av.Packet):
+                step = opus_samples(bytes(frame))
+            else:
+                step = getattr(frame, "samples", int(AUDIO_RATE * AUDIO_PTIME))
             frame.pts = self._timeline.place(frame.pts if source else None, frame.time_base, source, step)
             frame.time_base = AUDIO_TIME_BASE
         else:
@@ -223,32 +273,3 @@ class MaskedVideoTrack(MediaStreamTrack):
         if self._on_frame is not None:
             self._on_frame(frame, tag)
         return frame
-
-
-class RateLimitedTrack(MediaStreamTrack):
-    """Passes on at most ``fps`` frames a second of another video track (by the frames' own timestamps).
-
-    The patient's self-view is the doctor's masked stream at a lower rate: every
-    sender encodes on its own, and a confirmation view does not need to cost as
-    much as the doctor's picture.
-    """
-
-    kind = "video"
-
-    def __init__(self, source: MediaStreamTrack, fps: float) -> None:
-        super().__init__()
-        self._source = source
-        self._interval = 1.0 / fps if fps > 0 else 0.0
-        self._last: float | None = None
-
-    async def recv(self) -> av.VideoFrame:
-        while True:
-            frame = await self._source.recv()
-            t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
-            if t is None or self._last is None or t - self._last >= self._interval * 0.9 or t < self._last:
-                self._last = t
-                return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._source.stop()

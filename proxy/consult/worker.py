@@ -3,11 +3,17 @@
 The event loop hands in camera frames as they arrive; one worker thread
 masks them. Only the newest frame waits: a frame that arrives while another
 is waiting replaces it and counts as dropped, so a slow frame never builds a
-queue and latency cannot grow over a call. Results go back to the loop as
-avatar frames (never the camera frame) with the input's timestamp.
+queue and latency cannot grow over a call. The worker also encodes each avatar
+frame (never the camera frame) for every receiver at once (``publish``, see
+:mod:`proxy.consult.encoding`), unless it finished too late to be live; the
+result (parameters, timings) then goes back to the loop.
 
 If masking raises, the worker logs the error (no pixels, no landmarks), hands
 back the *fault* placeholder for that frame and rebuilds its pipeline.
+
+Its counters live in a :class:`MaskCounts` that the consult keeps across
+workers: a worker that is replaced (after a crash, or when the patient
+reconnects) does not take its counts with it, so they never go backwards.
 """
 
 from __future__ import annotations
@@ -41,6 +47,17 @@ class MaskResult:
     received: float  #: time.monotonic() when the camera frame arrived
     fault: bool = False  #: masking failed for this frame: ``frame`` is the fault placeholder
     timings: dict[str, float] | None = None  #: milliseconds per pipeline stage
+    late: bool = False  #: finished more than ``late_after`` s after the camera frame arrived: not shown
+
+
+@dataclass
+class MaskCounts:
+    """A consult's masking counters, kept across its workers (they only grow)."""
+
+    dropped: int = 0  #: camera frames replaced by a newer one before a worker took them
+    errors: int = 0  #: frames whose masking raised (the fault card was sent)
+    late: int = 0  #: frames finished too late to be live (not shown)
+    restarts: int = 0  #: workers that died and were replaced
 
 
 def fault_placeholder(width: int, height: int) -> np.ndarray:
@@ -55,6 +72,18 @@ def fault_placeholder(width: int, height: int) -> np.ndarray:
     cv2.putText(image, text, ((width - tw) // 2, min(height - 4, centre[1] + axes[1] + th + 12)),
                 cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 205, 210), 1, cv2.LINE_AA)
     return image
+
+
+def frame_to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """A camera frame as RGB at ``width`` x ``height`` (BT.601, limited range: what VP8 carries).
+
+    An I420 frame kept at its size goes through OpenCV, about twice as fast as libswscale's
+    rgb24 path and the same to within rounding; anything else (scaling, other formats) through libswscale.
+    """
+    if (frame.format.name == "yuv420p" and (frame.width, frame.height) == (width, height)
+            and width % 2 == 0 and height % 2 == 0):
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+    return frame.to_ndarray(width=width, height=height, format="rgb24")
 
 
 def rgb_to_frame(rgb: np.ndarray, like: av.VideoFrame | None = None) -> av.VideoFrame:
@@ -79,8 +108,17 @@ class MaskWorker:
     def __init__(self, loop: asyncio.AbstractEventLoop, on_result: Callable[[MaskResult], None],
                  threads: int = 1, pipeline_factory: Callable[[], object] | None = None,
                  max_pixels: int = MAX_FRAME_PIXELS, eye_samples: int = 1,
-                 supersample: int = 1) -> None:
+                 supersample: int = 1, counts: MaskCounts | None = None,
+                 publish: Callable[[av.VideoFrame, float], object] | None = None,
+                 late_after: float | None = None, cost: Callable[[str, float], None] | None = None) -> None:
+        """``publish(frame, received)`` encodes and sends each avatar frame that is not later than
+        ``late_after`` seconds (from the worker's thread); ``cost(stage, cpu_seconds)`` hears what each
+        stage cost; ``counts`` outlive this worker."""
         self._loop = loop
+        self.counts = counts if counts is not None else MaskCounts()
+        self._publish = publish
+        self.late_after = late_after
+        self._cost = cost
         self._eye_samples = eye_samples
         self._supersample = supersample
         self.max_pixels = max_pixels
@@ -91,9 +129,16 @@ class MaskWorker:
         self._pending: tuple[av.VideoFrame, float] | None = None
         self._running = False
         self._thread: threading.Thread | None = None
-        self.dropped = 0  #: frames replaced by a newer one before the worker took them
-        self.errors = 0
         self.busy_since: float | None = None  #: monotonic time the current frame was taken, None when idle
+
+    @property
+    def dropped(self) -> int:
+        """Frames replaced by a newer one before a worker took them (the consult's, across workers)."""
+        return self.counts.dropped
+
+    @property
+    def errors(self) -> int:
+        return self.counts.errors
 
     def start(self) -> None:
         self._running = True
@@ -108,7 +153,7 @@ class MaskWorker:
         """Offer the newest camera frame; an older one still waiting is dropped."""
         with self._cond:
             if self._pending is not None:
-                self.dropped += 1
+                self.counts.dropped += 1
             self._pending = (frame, received)
             self._cond.notify()
 
@@ -140,12 +185,16 @@ class MaskWorker:
                     self._pending = None
                     self.busy_since = time.monotonic()
                 result = None
+                if self.late_after is not None and time.monotonic() - received > self.late_after:
+                    self.counts.late += 1  # waited too long to be live: not worth masking
+                    self.busy_since = None
+                    continue
                 try:
                     if pipeline is None:
                         pipeline = self._make_pipeline()
-                    result = self._mask(pipeline, frame, received, index, self.max_pixels)
+                    result = self._mask(pipeline, frame, received, index, self.max_pixels, self._cost)
                 except Exception as exc:  # noqa: BLE001 - any failure must end in a placeholder
-                    self.errors += 1
+                    self.counts.errors += 1
                     log.error("masking failed (%s: %s); sending the placeholder", exc.__class__.__name__, exc)
                     width, height = fit_size(frame.width, frame.height, self.max_pixels)
                     result = MaskResult(rgb_to_frame(fault_placeholder(width, height), frame),
@@ -156,8 +205,9 @@ class MaskWorker:
                         except Exception:  # noqa: BLE001
                             pass
                         pipeline = None
-                finally:
-                    self.busy_since = None
+                if result is not None and self._running:
+                    self._send(result)
+                self.busy_since = None
                 index += 1
                 if result is not None and self._running:
                     try:
@@ -168,11 +218,38 @@ class MaskWorker:
             if pipeline is not None:
                 pipeline.close()  # type: ignore[attr-defined]
 
+    def _send(self, result: MaskResult) -> None:
+        """Encode and send the avatar frame, unless it is too late to be live."""
+        if self.late_after is not None and time.monotonic() - result.received > self.late_after:
+            result.late = True
+            self.counts.late += 1
+        elif self._publish is not None:
+            try:
+                self._publish(result.frame, result.received)
+            except Exception as exc:  # noqa: BLE001 - a failed encode loses this frame, not the worker
+                log.error("encoding the masked frame failed (%s: %s)", exc.__class__.__name__, exc)
+
     @staticmethod
-    def _mask(pipeline: object, frame: av.VideoFrame, received: float, index: int, max_pixels: int) -> MaskResult:
+    def _mask(pipeline: object, frame: av.VideoFrame, received: float, index: int, max_pixels: int,
+              cost: Callable[[str, float], None] | None = None) -> MaskResult:
+        clock = time.thread_time
+        start = clock()
         width, height = fit_size(frame.width, frame.height, max_pixels)
-        rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+        rgb = frame_to_rgb(frame, width, height)
         t = float(frame.time) if frame.time is not None else 0.0
+        converted = clock()
         params, out = pipeline.process(rgb, t, index)  # type: ignore[attr-defined]
-        return MaskResult(rgb_to_frame(out, frame), params, received,
-                          timings=dict(pipeline.timings))  # type: ignore[attr-defined]
+        processed = clock()
+        result = MaskResult(rgb_to_frame(out, frame), params, received,
+                            timings=dict(pipeline.timings))  # type: ignore[attr-defined]
+        if cost is not None:
+            cost("camera to RGB", converted - start)
+            # the pipeline times its stages on the wall clock: its CPU time is shared out in proportion
+            stages = {k: v for k, v in (result.timings or {}).items() if "." not in k and k != "total"}
+            wall = sum(stages.values())
+            for stage, ms in stages.items():
+                cost(stage, (processed - converted) * (ms / wall if wall > 0 else 1 / len(stages)))
+            if not stages:
+                cost("mask", processed - converted)
+            cost("I420", clock() - processed)
+        return result
