@@ -2,7 +2,9 @@
 
 It runs the pipeline as the live proxy does over a clip first encoded as a
 browser would send it (aiortc's VP8 decode -> track -> retarget -> render and
-read back -> I420 -> aiortc's VP8 encode), and
+read back -> I420 -> the consult's shared VP8 encode), beside aiortc's own VP8
+encoder on the same avatar frames (what every sender used to run; decoded, the
+two are compared by PSNR), and
 two baselines in the same run: passthrough (decode -> encode: the floor) and
 blur (face detector -> Gaussian blur of the face box -> encode). Optionally
 MediaPipe's FaceMesh on the same frames, in its own interpreter (mediapipe
@@ -43,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consults", type=int, default=1, help="with --live: consults at once (default 1)")
     parser.add_argument("--server-cpus", help="with --live: pin the proxy to these CPUs, e.g. 0 or 0-1")
     parser.add_argument("--client-cpus", help="with --live: pin the clients to these CPUs")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --live: profile the proxy with py-spy (if installed) and split the event loop's "
+                        "cost by part")
     parser.add_argument("--cluster", action="store_true",
                         help="with --live: run each consult as a Ray actor on a local cluster of one media node per "
                         "consult plus a spare, and time the recovery from a node's death (needs the cluster extra)")
@@ -71,7 +76,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 class Encoder:
-    """aiortc's VP8 encoder, exactly as a live consult uses it."""
+    """aiortc's VP8 encoder, as a sender that encodes for itself runs it (the relayed doctor's camera, the
+    passthrough floor; before issue 20, the masked stream too, once per receiver)."""
 
     def __init__(self) -> None:
         from aiortc.codecs import get_encoder
@@ -94,37 +100,95 @@ def _decoder() -> Any:
     return Vp8Decoder()
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * float(np.log10(255**2 / mse))
+
+
+class EncodeComparison:
+    """aiortc's VP8 encoder (today's path before the shared stream) beside the shared one, on the same frames:
+    its time, and both outputs decoded, against each other and against the rendered picture."""
+
+    def __init__(self) -> None:
+        self.aiortc = Encoder()
+        self.decoders = (_decoder(), _decoder())
+        self.ms: list[float] = []
+        self.to_aiortc: list[float] = []
+        self.to_render: tuple[list[float], list[float]] = ([], [])
+        self.wall = self.cpu = 0.0  #: seconds the comparison took (not part of the pipeline's figures)
+
+    def add(self, rendered: np.ndarray, shared: bytes, frame: av.VideoFrame, index: int) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            self._add(rendered, shared, frame, index)
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+
+    def _add(self, rendered: np.ndarray, shared: bytes, frame: av.VideoFrame, index: int) -> None:
+        from aiortc.codecs.vpx import vp8_depayload
+        from aiortc.jitterbuffer import JitterFrame
+
+        frame.pts, frame.time_base = index * 3000, Fraction(1, 90000)
+        start = time.perf_counter()
+        payloads, _ = self.aiortc.encoder.encode(frame)
+        self.ms.append((time.perf_counter() - start) * 1000)
+        old = b"".join(vp8_depayload(p) for p in payloads)
+        pictures = [[f.to_ndarray(format="rgb24") for f in decoder.decode(JitterFrame(data, index * 3000))]
+                    for decoder, data in zip(self.decoders, (shared, old), strict=True)]
+        if index >= 10 and all(pictures):  # both encoders' rate control settles after the first keyframe
+            new_picture, old_picture = pictures[0][0], pictures[1][0]
+            self.to_aiortc.append(psnr(new_picture, old_picture))
+            self.to_render[0].append(psnr(new_picture, rendered))
+            self.to_render[1].append(psnr(old_picture, rendered))
+
+    def report(self) -> dict[str, Any]:
+        if not self.to_aiortc:
+            return {}
+        return {"aiortc_encode": percentiles(self.ms),
+                "psnr_vs_aiortc_db": {"mean": round(float(np.mean(self.to_aiortc)), 2),
+                                      "min": round(float(np.min(self.to_aiortc)), 2)},
+                "psnr_vs_render_db": {"shared": round(float(np.mean(self.to_render[0])), 2),
+                                      "aiortc": round(float(np.mean(self.to_render[1])), 2)}}
+
+
 def run_pipeline(stream: list[Any], size: tuple[int, int], threads: int) -> dict[str, Any]:
     """Decode -> track -> retarget -> render and read back -> I420 -> VP8, as a consult's worker does."""
-    from proxy.consult.worker import rgb_to_frame
+    from proxy.consult.encoding import VideoEncoder
+    from proxy.consult.worker import frame_to_rgb, rgb_to_frame
     from proxy.pipeline import MaskPipeline
 
     width, height = size
     stages: dict[str, list[float]] = defaultdict(list)
-    encoder, decoder = Encoder(), _decoder()
+    encoder, decoder = VideoEncoder(), _decoder()
+    comparison = EncodeComparison()
     faces = 0
     clock = time.perf_counter
     with MaskPipeline(threads=threads) as pipeline:
-        for packet in stream[:10]:  # warm-up: sessions, GL context and codecs allocate on first use
+        for index, packet in enumerate(stream[:10]):  # warm-up: sessions, GL context and codecs allocate on first use
             for frame in decoder.decode(packet):
-                encoder.encode(rgb_to_frame(pipeline.process(frame.to_ndarray(format="rgb24"), 0.0, 0)[1]))
+                out = rgb_to_frame(pipeline.process(frame.to_ndarray(format="rgb24"), 0.0, 0)[1])
+                out.pts, out.time_base = index * 3000, Fraction(1, 90000)
+                encoder.encode(out)
         pipeline.tracker.reset()
-        decoder = _decoder()
+        decoder, encoder = _decoder(), VideoEncoder()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0 = clock()
         count = 0
         for index, packet in enumerate(stream):
             start = clock()
             for frame in decoder.decode(packet):
-                rgb = frame.to_ndarray(width=width, height=height, format="rgb24")
+                rgb = frame_to_rgb(frame, width, height)
                 decoded = clock()
                 params = pipeline.track(rgb, index / 30, index)
                 out = pipeline.render(params, width, height)
                 converted_start = clock()
                 out_frame = rgb_to_frame(out)
+                out_frame.pts, out_frame.time_base = index * 3000, Fraction(1, 90000)
                 encode_start = clock()
-                encoder.encode(out_frame)
+                data, _, _ = encoder.encode(out_frame, keyframe=index == 0)
                 end = clock()
+                comparison.add(out, data, rgb_to_frame(out), index)
                 faces += params.face
                 count += 1
                 stages["decode"].append((decoded - start) * 1000)
@@ -135,8 +199,11 @@ def run_pipeline(stream: list[Any], size: tuple[int, int], threads: int) -> dict
                 stages["total"].append((end - start) * 1000)
         wall = clock() - wall0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    # the comparison ran inside the timed loop: its own time is taken off the totals
+    wall -= comparison.wall
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime) - comparison.cpu
     return {
+        "encode_comparison": comparison.report(),
         "fps": round(count / wall, 2),
         "ms_per_frame": round(wall * 1000 / count, 3),
         "cpu_ms_per_frame": round(cpu * 1000 / count, 3),
@@ -301,6 +368,13 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"tracker for files ({OFFLINE_EYE_SAMPLES} eye crops per eye): "
           f"eyes {files['stages']['eyes']['p50']:.2f} ms p50; {files['ms_per_frame']:.2f} ms/frame")
     print(f"render for files ({OFFLINE_SUPERSAMPLE}x supersampled): {report['render_files_ms_per_frame']:.2f} ms/frame")
+    compared = report.get("encode_comparison")
+    if compared:
+        print(f"encode: shared {report['stages']['encode']['p50']:.2f} ms p50, aiortc's own encoder "
+              f"{compared['aiortc_encode']['p50']:.2f} ms; decoded, the shared stream is "
+              f"{compared['psnr_vs_aiortc_db']['mean']:.1f} dB (min {compared['psnr_vs_aiortc_db']['min']:.1f}) from "
+              f"aiortc's, and {compared['psnr_vs_render_db']['shared']:.1f} dB from the rendered picture "
+              f"(aiortc's {compared['psnr_vs_render_db']['aiortc']:.1f})")
     if "passthrough_ms_per_frame" in report:
         ratio = report["ms_per_frame"] / max(report["passthrough_ms_per_frame"], 1e-6)
         print(f"passthrough {report['passthrough_ms_per_frame']:.2f} ms/frame (mask is {ratio:.1f}x), "
