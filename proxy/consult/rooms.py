@@ -41,7 +41,7 @@ from aiortc.sdp import SessionDescription
 
 from proxy.consult import aiortc_speedups, candidates, decode_guard
 from proxy.consult.config import Config
-from proxy.consult.encoding import SharedVideo
+from proxy.consult.encoding import SharedVideo, encode_keyframe, keyframe_packet
 from proxy.consult.exam_link import ExamLink
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
@@ -133,6 +133,12 @@ def still_picture(kind: str, width: int, height: int) -> np.ndarray:
         raise ValueError(f"no still picture {kind!r}")
     image.setflags(write=False)
     return image
+
+
+@lru_cache(maxsize=16)
+def still_keyframe(kind: str, width: int, height: int) -> bytes:
+    """:func:`still_picture` as one VP8 keyframe, encoded once per kind and size and then only repeated."""
+    return encode_keyframe(still_picture(kind, width, height))
 
 
 @dataclass
@@ -537,9 +543,9 @@ class Room:
         return bool(stalled or failing)
 
     @staticmethod
-    def _waiting_frame() -> av.VideoFrame:
-        """Shown to the patient in place of the doctor's camera until it arrives."""
-        return rgb_to_frame(still_picture("waiting", 640, 360))
+    def _waiting_frame() -> av.Packet:
+        """Shown to the patient in place of the doctor's camera until it arrives: a keyframe encoded once."""
+        return keyframe_packet(still_keyframe("waiting", 640, 360))
 
     def _send_role(self, role: str, message: str) -> None:
         """Send on ``role``'s data channel, if that role is connected (see :meth:`_send_text`)."""

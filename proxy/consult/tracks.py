@@ -141,13 +141,16 @@ class SwitchableTrack(MediaStreamTrack):
 
     ``source`` is a callable returning the current source track (or None), so a
     peer that reconnects is picked up without renegotiating the other side.
+    A video ``placeholder`` may give a VP8 keyframe (``av.Packet``) instead of a
+    frame: it is sent as it is, and the first source frame after it is encoded
+    as a keyframe, so the receiver's decoder never mixes the two.
     With ``encoded`` (audio only) the sources yield Opus packets
     (:func:`proxy.consult.aiortc_speedups.relay_encoded`) and so does this track,
     silence included: the sender only packetizes them.
     """
 
     def __init__(self, kind: str, source: Callable[[], MediaStreamTrack | None],
-                 placeholder: Callable[[], av.VideoFrame] | None = None, encoded: bool = False) -> None:
+                 placeholder: Callable[[], av.VideoFrame | av.Packet] | None = None, encoded: bool = False) -> None:
         super().__init__()
         if encoded and kind != "audio":
             raise ValueError("only audio is relayed encoded")
@@ -159,6 +162,7 @@ class SwitchableTrack(MediaStreamTrack):
         self._pacer = Pacer(AUDIO_PTIME if kind == "audio" else 1 / PLACEHOLDER_FPS)
         self._audio = AudioFormat()
         self._converted: list[tuple[av.AudioFrame, object]] = []
+        self._after_packet = False  #: the last video sent was a placeholder packet
 
     async def recv(self) -> av.AudioFrame | av.VideoFrame | av.Packet:
         if self.readyState != "live":
@@ -182,6 +186,9 @@ class SwitchableTrack(MediaStreamTrack):
                     continue  # the resampler is buffering
                 self._converted.extend((f, source) for f in frames[1:])
                 frame = frames[0]
+            elif self._after_packet and isinstance(frame, av.VideoFrame):
+                frame.pict_type = av.video.frame.PictureType.I  # the encoder's stream restarts after the still
+                self._after_packet = False
             return self._stamp(frame, source)
 
     async def _filler(self) -> av.AudioFrame | av.VideoFrame | av.Packet:
@@ -191,7 +198,9 @@ class SwitchableTrack(MediaStreamTrack):
         if self.kind == "audio":
             return silence()
         assert self._placeholder is not None
-        return self._placeholder()
+        picture = self._placeholder()
+        self._after_packet = isinstance(picture, av.Packet)
+        return picture
 
     def _stamp(self, frame: av.AudioFrame | av.VideoFrame | av.Packet,
                source: object | None) -> av.AudioFrame | av.VideoFrame | av.Packet:

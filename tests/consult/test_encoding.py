@@ -258,3 +258,45 @@ def _pli(media_ssrc: int) -> object:
     from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 
     return RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=media_ssrc)
+
+
+async def test_a_still_picture_is_one_keyframe_sent_again() -> None:
+    """The patient's "waiting" picture is one keyframe, repeated (nothing encoded per frame); when the doctor's
+    camera arrives its first frame is encoded as a keyframe, so one decoder shows the card, then the camera."""
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from proxy.consult.encoding import encode_keyframe, keyframe_packet
+    from proxy.consult.tracks import SwitchableTrack
+
+    card = np.full((360, 640, 3), (40, 44, 52), np.uint8)
+    still = encode_keyframe(card)
+    assert len(still) < 2000
+
+    class Camera(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.index = 0
+
+        async def recv(self) -> av.VideoFrame:
+            await asyncio.sleep(1 / 30)
+            self.index += 1
+            return i420(np.full((360, 640, 3), (200, 90, 40), np.uint8), self.index)
+
+    current: dict[str, MediaStreamTrack | None] = {"source": None}
+    relay = SwitchableTrack("video", lambda: current["source"], lambda: keyframe_packet(still))
+    sent: list[av.Packet | av.VideoFrame] = [await relay.recv() for _ in range(5)]
+    current["source"] = Camera()
+    sent += [await relay.recv() for _ in range(5)]
+    assert all(isinstance(item, av.Packet) and bytes(item) == still for item in sent[:5])
+    assert all(isinstance(item, av.VideoFrame) for item in sent[5:])
+    assert all(b.pts > a.pts for a, b in zip(sent, sent[1:], strict=False))
+    # what the patient's sender does with them: packs the packets, encodes the frames, on one encoder
+    sender_encoder, stream = Vp8Encoder(), []
+    for item in sent:
+        payloads, _ = sender_encoder.pack(item) if isinstance(item, av.Packet) else sender_encoder.encode(item)
+        stream.append(b"".join(vp8_depayload(p) for p in payloads))
+    shown = decode(stream)
+    assert psnr(shown[4], card) >= 35.0 and not stream[5][0] & 1  # the camera's first frame is a keyframe
+    assert abs(float(shown[-1][..., 0].mean()) - 200) < 8
