@@ -218,11 +218,13 @@ LOOP_PARTS = (
     ("aiortc/rate.py", "RTP receive (jitter buffer, NACK, REMB)"),
     ("aiortc/jitterbuffer", "RTP receive (jitter buffer, NACK, REMB)"),
     ("rtcdtlstransport", "DTLS transport (demux)"),
-    ("aiohttp", "HTTP API"),
+    ("aiohttp/web_", "HTTP API"),
     ("prometheus_client", "HTTP API"),
     ("proxy/consult", "proxy's own loop work (relays, tracks, rooms)"),
 )
 IDLE_FRAMES = ("select (selectors.py", "EpollSelector.select")
+#: The frame that runs one event-loop callback: what is inside it is that callback's work.
+CALLBACK_FRAME = "Handle._run (asyncio/events.py"
 
 
 def event_loop_split(profile: Path) -> dict[str, float]:
@@ -236,6 +238,8 @@ def event_loop_split(profile: Path) -> dict[str, float]:
         frames = rest.split(";")
         if frames and any(idle in frames[-1] for idle in IDLE_FRAMES):
             continue
+        callbacks = [i for i, frame in enumerate(frames) if CALLBACK_FRAME in frame]
+        frames = frames[callbacks[-1] + 1:] if callbacks else []  # the loop's own frames and the server's start
         part = "asyncio and other"
         for frame in reversed(frames):
             found = next((name for marker, name in LOOP_PARTS if marker in frame), None)
