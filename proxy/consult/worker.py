@@ -75,14 +75,12 @@ def fault_placeholder(width: int, height: int) -> np.ndarray:
 
 
 def frame_to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """A camera frame as RGB at ``width`` x ``height`` (BT.601, limited range: what VP8 carries).
+    """A decoded camera frame as RGB at ``width`` x ``height``, converted (and scaled) in one libswscale pass.
 
-    An I420 frame kept at its size goes through OpenCV, about twice as fast as libswscale's
-    rgb24 path and the same to within rounding; anything else (scaling, other formats) through libswscale.
+    On frames from the VP8 decoder this is libswscale's SIMD path: 0.12 ms at 640x480, where copying the
+    planes out for OpenCV's conversion takes 0.31 ms (the other way round, RGB to I420, OpenCV is faster:
+    :func:`rgb_to_frame`).
     """
-    if (frame.format.name == "yuv420p" and (frame.width, frame.height) == (width, height)
-            and width % 2 == 0 and height % 2 == 0):
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
     return frame.to_ndarray(width=width, height=height, format="rgb24")
 
 
