@@ -4,7 +4,8 @@ It owns the template head (:mod:`.template`), retargeting from a
 ``FaceTrack`` to :class:`~proxy.params.MaskParams` (:mod:`.retarget`, with the
 nominal perspective camera of :mod:`.camera`), what is drawn for an eye that was
 not measured (:mod:`.hold`), the head,
-eyes and lids as geometry (:mod:`.mesh`), the OpenGL renderer with the shaders in
+eyes and lids as geometry (:mod:`.mesh`), the neutral upper body under it (:mod:`.body`),
+the OpenGL renderer with the shaders in
 ``shaders/`` (:mod:`.renderer`) with its framing on both eyes for the doctor's close-up
 (:mod:`.closeup`), and the lid response of the closed loop
 track(render(p)) (:mod:`.response`). A change to how lids or eyes are drawn or

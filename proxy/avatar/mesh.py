@@ -426,18 +426,3 @@ def sphere(radius: float, rings: int = 24, segments: int = 32) -> tuple[np.ndarr
             tris += [(a, c, b), (b, c, d)]
     return (unit * radius).astype(np.float32), np.array(tris, dtype=np.int32)
 
-
-def neck(rings: int = 2, segments: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """An open elliptic cylinder under the head (cm): (vertices, triangles)."""
-    phi = np.linspace(0.0, 2 * math.pi, segments, endpoint=False)
-    ys = np.linspace(-6.0, -40.0, rings)
-    vertices = []
-    for y in ys:
-        for f in phi:
-            vertices.append((5.2 * math.sin(f), y, -5.2 + 4.6 * math.cos(f)))
-    tris = []
-    for i in range(rings - 1):
-        for j in range(segments):
-            a, b = i * segments + j, i * segments + (j + 1) % segments
-            tris += [(a, b, a + segments), (b, b + segments, a + segments)]
-    return np.array(vertices, dtype=np.float32), np.array(tris, dtype=np.int32)

@@ -27,7 +27,8 @@ from types import TracebackType
 import moderngl
 import numpy as np
 
-from proxy.avatar.mesh import IRIS_RADIUS_CM, PUPIL_RADIUS_CM, AvatarMesh, eyeball_radius, neck, sphere
+from proxy.avatar.body import UpperBody, body_angles
+from proxy.avatar.mesh import IRIS_RADIUS_CM, PUPIL_RADIUS_CM, AvatarMesh, eyeball_radius, sphere
 from proxy.avatar.template import Template, load_template
 from proxy.params import MaskParams
 from proxy.resources import SHADERS
@@ -36,7 +37,7 @@ from proxy.resources import SHADERS
 BACKGROUND = (0.42, 0.46, 0.50)
 #: Brightness while no face is tracked (the neutral avatar with a spinner).
 SEARCHING_DIM = 0.8
-#: Clip depth per cm (the head and neck fit well inside +-1).
+#: Clip depth per cm (the head and the upper body fit well inside +-1).
 DEPTH_PER_CM = 1.0 / 60.0
 #: Distance between the template's outer eye corners (vertices 33 and 263), cm.
 OUTER_CORNERS = (33, 263)
@@ -148,7 +149,7 @@ class AvatarRenderer:
         self.samples = min(samples, self.ctx.max_samples) if samples else 0
         self._closed = False
         ctx = self.ctx
-        # one program per material: skin (head, neck) and the procedural eyeball
+        # one program per material: skin (head, upper body) and the procedural eyeball
         self.skin = ctx.program(vertex_shader=_read_shader("avatar.vert"),
                                 fragment_shader=_read_shader("skin.frag"))
         self.eye = ctx.program(vertex_shader=_read_shader("avatar.vert"),
@@ -170,13 +171,19 @@ class AvatarRenderer:
             self._head_ibo,
         )
         self._static = []
-        neck_v, neck_t = neck()
-        neck_n = neck_v.copy()
-        neck_n[:, 1] = 0.0
-        neck_n[:, 2] += 5.2
-        neck_n /= np.linalg.norm(neck_n, axis=1, keepdims=True)
-        neck_c = np.tile(np.array([0.74, 0.56, 0.47], np.float32), (len(neck_v), 1))
-        self._neck_vao = self._static_vao(self.skin, neck_v, neck_n, neck_c, neck_t)
+        # the upper body: posed on the CPU each frame (it follows the head's pose in part)
+        self.body = UpperBody()
+        self._body_dynamic = np.empty((len(self.body.rest), 6), dtype=np.float32)
+        self._body_vbo = ctx.buffer(reserve=self._body_dynamic.nbytes, dynamic=True)
+        body_colours = np.hstack([self.body.colours, np.zeros((len(self.body.colours), 1), np.float32)])
+        self._body_colours = ctx.buffer(body_colours.tobytes())
+        self._body_ibo = ctx.buffer(self.body.triangles.tobytes())
+        self._static += [self._body_vbo, self._body_colours, self._body_ibo]
+        self._body_vao = ctx.vertex_array(
+            self.skin,
+            [(self._body_vbo, "3f 3f", "in_position", "in_normal"), (self._body_colours, "4f", "in_colour")],
+            self._body_ibo,
+        )
         self.eye_radius = eyeball_radius(self.template)
         eye_v, eye_t = sphere(self.eye_radius)
         eye_n = eye_v / self.eye_radius
@@ -265,7 +272,7 @@ class AvatarRenderer:
         self._closed = True
         with self.ctx:
             self._release_targets()
-            for vao in (self._head_vao, self._neck_vao, self._eye_vao, self._overlay_vao, self._downsample_vao):
+            for vao in (self._head_vao, self._body_vao, self._eye_vao, self._overlay_vao, self._downsample_vao):
                 vao.release()
             for buffer in [self._head_vbo, self._head_colours, self._head_ibo, *self._static]:
                 buffer.release()
@@ -324,7 +331,8 @@ class AvatarRenderer:
         ctx.viewport = (0, 0, width, height)
         ctx.enable_only(moderngl.DEPTH_TEST)
         ctx.clear(*BACKGROUND, 1.0, depth=1.0)
-        head = _mat3(head_rotation(params.head_yaw, params.head_pitch, params.head_roll))
+        rotation = head_rotation(params.head_yaw, params.head_pitch, params.head_roll)
+        head = _mat3(rotation)
         scale = float(params.head_scale) * height / self._corner_cm
         # pixel centres sit at integers in the output; a drawn pixel is 1/k of an output pixel
         half = 0.5 * (self.factor - 1)
@@ -339,7 +347,17 @@ class AvatarRenderer:
         skin["u_local"].write(_mat3(np.eye(3)))
         skin["u_offset"].value = (0.0, 0.0, 0.0)
         self._head_vao.render(moderngl.TRIANGLES)
-        self._neck_vao.render(moderngl.TRIANGLES)
+        body = head_rotation(*body_angles(params.head_yaw, params.head_pitch, params.head_roll))
+        self._body_dynamic[:, :3], self._body_dynamic[:, 3:] = self.body.pose(rotation, body)
+        self._body_vbo.write(self._body_dynamic)
+        skin["u_head"].write(_mat3(np.eye(3)))  # posed in the head's camera frame already
+        # The body is a closed tube: its far side is never seen, so it is culled (half the fill). Its
+        # outside faces are counter-clockwise in the head frame, clockwise on screen (rows run downwards).
+        ctx.enable(moderngl.CULL_FACE)
+        ctx.front_face = "cw"
+        self._body_vao.render(moderngl.TRIANGLES)
+        ctx.front_face = "ccw"
+        ctx.disable(moderngl.CULL_FACE)
         for centre, (yaw, pitch) in zip(self.template.eye_centres,
                                         ((params.right_gaze_yaw, params.right_gaze_pitch),
                                          (params.left_gaze_yaw, params.left_gaze_pitch)), strict=True):
