@@ -20,6 +20,7 @@ refused, so a patient page can never be answered as the doctor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -699,21 +700,27 @@ class Room:
             task.cancel()
         notice = json.dumps({"ended": reason})
         told = [self._send_text(peer, notice) for peer in list(self.peers.values())]
-        if any(told):
-            await asyncio.sleep(ENDED_NOTICE_S)  # let the notice leave before the connections close
-        for peer in list(self.peers.values()):
-            await self._close_peer(peer)
-        self.peers.clear()
-        for pc in list(self.connections):  # negotiating or displaced: not in peers, closed all the same
-            await pc.close()
-        self.connections.clear()
-        self.masked.stop()
-        self.closeup.stop()
-        await asyncio.to_thread(self.exam.close)
-        if self._worker is not None:
+        try:
+            if any(told):
+                await asyncio.sleep(ENDED_NOTICE_S)  # let the notice leave before the connections close
+        finally:
+            # also when this close is cancelled (a shutdown during an expiry, a client gone mid-DELETE): the
+            # room is marked closed already, so nothing would ever release what is left running
             worker, self._worker = self._worker, None
-            await asyncio.to_thread(worker.stop)
-        log.info("room %s: closed", self.id)
+            if worker is not None:
+                worker.stop(timeout=0.0)  # told at once, before any await below can be cut short
+            self.masked.stop()
+            self.closeup.stop()
+            for peer in list(self.peers.values()):
+                await self._close_peer(peer)
+            self.peers.clear()
+            for pc in list(self.connections):  # negotiating or displaced: not in peers, closed all the same
+                await pc.close()
+            self.connections.clear()
+            await asyncio.to_thread(self.exam.close)
+            if worker is not None:
+                await asyncio.to_thread(worker.join, 2.0)
+            log.info("room %s: closed", self.id)
 
 
 def _closeup_offer(sdp: str, videos: int) -> bool:
@@ -784,5 +791,7 @@ class RoomRegistry:
     async def close(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry  # a consult it was closing finishes closing
         for room_id in list(self.rooms):
             await self.remove(room_id, "shutdown")

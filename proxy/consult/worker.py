@@ -156,13 +156,18 @@ class MaskWorker:
             self._cond.notify()
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Tell the thread to end after its current frame, and wait up to ``timeout`` s for it (0: do not wait)."""
         with self._cond:
             self._running = False
             self._pending = None
             self._cond.notify()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        self._thread = None
+        self.join(timeout)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for a stopped worker's thread to end."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _make_pipeline(self) -> object:
         if self._factory is not None:

@@ -9,6 +9,7 @@ participant), real VP8 packets on the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import inspect
 import re
@@ -197,6 +198,31 @@ async def test_a_late_offer_for_a_closed_room_starts_no_worker(
             await asyncio.sleep(0.1)
         assert not live.connections and not live.peers
     finally:
+        await patient.close()
+
+
+async def test_a_close_cut_short_still_releases_the_worker_and_connections(
+        proxy: LocalProxy, session: aiohttp.ClientSession) -> None:
+    """A shutdown during an expiry, or a client gone mid-DELETE, cancels a room's close half-way. The room is
+    marked closed by then, so nothing else would ever stop its worker or close its connections."""
+    room = await proxy.create_room(session)
+    live = proxy.registry.get(room["room"])
+    doctor = proxy.client(room, "doctor")
+    patient = proxy.client(room, "patient", frames=[camera_pattern(160, 120)], fps=10)
+    try:
+        await doctor.connect(session)
+        await patient.connect(session)
+        await wait_for(lambda: doctor.receivers.get("masked") and doctor.receivers["masked"].count > 5, 20)
+        assert len(mask_workers()) == 1
+        closing = asyncio.create_task(proxy.registry.remove(room["room"], "expired"))
+        await asyncio.sleep(0.05)  # inside the wait that lets the pages' "ended" notice leave
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        await wait_for(lambda: not mask_workers(), 3, step=0.05)
+        assert not live.connections and not live.peers
+    finally:
+        await doctor.close()
         await patient.close()
 
 
