@@ -4,7 +4,7 @@
 
 in vec3 in_position;
 in vec3 in_normal;
-in vec4 in_colour;  // rgb, lid-margin weight
+in vec3 in_colour;
 
 uniform mat3 u_local;   // eyeball rotation (identity for the head)
 uniform vec3 u_offset;  // eyeball centre in the head frame (zero for the head)
@@ -15,7 +15,7 @@ uniform vec2 u_size;    // framebuffer size in pixels
 uniform float u_depth;  // cm -> clip depth
 
 out vec3 v_normal;
-out vec4 v_colour;
+out vec3 v_colour;
 out vec3 v_local;
 
 void main() {

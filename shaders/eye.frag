@@ -4,7 +4,7 @@
 // skin (skin.frag) with a sharper, stronger highlight.
 
 in vec3 v_normal;
-in vec4 v_colour;
+in vec3 v_colour;
 in vec3 v_local;
 
 uniform float u_eye_radius;    // cm

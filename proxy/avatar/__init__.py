@@ -7,8 +7,9 @@ not measured (:mod:`.hold`), the head,
 eyes and lids as geometry (:mod:`.mesh`), the neutral upper body under it (:mod:`.body`),
 the OpenGL renderer with the shaders in
 ``shaders/`` (:mod:`.renderer`) with its framing on both eyes for the doctor's close-up
-(:mod:`.closeup`), and the lid response of the closed loop
-track(render(p)) (:mod:`.response`). A change to how lids or eyes are drawn or
+(:mod:`.closeup`), the calibration that makes our tracker read the avatar as the
+parameters say (:mod:`.calibration`), and the closed loop track(render(p)) it is
+fitted and checked with (:mod:`.response`). A change to how lids or eyes are drawn or
 measured from landmarks belongs here.
 
 Offers: ``Retargeter``, ``AvatarRenderer`` and ``load_template``. Depends on

@@ -9,7 +9,8 @@ and mouth openings (dark socket, dark mouth) so no opening shows the inside
 of the head. Each frame :meth:`AvatarMesh.deform` moves the lids, brows and
 lips to what the parameters say, with exactly the geometry that
 ``Retargeter`` measures (lid heights from the corner line in eye widths,
-inner-lip gap over mouth width), and recomputes normals.
+inner-lip gap over mouth width). The lid heights it gets are the drawn ones:
+:mod:`proxy.avatar.calibration` turns measured lids into them.
 """
 
 from __future__ import annotations
@@ -31,28 +32,36 @@ INNER_LIP_LOOP = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 31
 MOUTH_CORNERS = (61, 291)
 INNER_LIPS = (13, 14)
 
-#: Eyeball radius (cm). The iris is a spherical cap of 11.7 mm across whose rim lies in the
-#: plane ``Template.eye_radius`` (1.05 cm) in front of the centre: sqrt(1.05^2 + 0.585^2).
+#: Iris and pupil radius (cm): 11.7 mm across, the population mean.
 IRIS_RADIUS_CM = 0.585
 PUPIL_RADIUS_CM = 0.2
+#: Radius of the drawn globe (cm). An anatomical one (1.2 cm) turns away from the viewer well
+#: inside a wide-open fissure (0.8 eye widths is 2.1 cm here), leaving a grey rim and the dark
+#: socket in the corners; this flatter globe fills the opening with sclera to the corners. Its
+#: front stays where the anatomical globe's is (:func:`eyeball_centres`), and it turns about its
+#: own centre; the calibration takes up what that does to the iris's travel.
+EYEBALL_RADIUS_CM = 1.5
 #: A closed upper lid ends this far (eye widths) below the lower lid's margin.
 CLOSED_OVERLAP = 0.02
 #: A closing eye's seam sinks onto a downward arc this deep (eye widths), as in a real blink,
 #: where the upper lid comes down over the lower one. A straight seam reads as half-open.
 CLOSED_SEAM = 0.12
-#: Calibration of the drawn opening (eye widths, upper + lower lid) against the aperture our
-#: tracker measures on the avatar, so that the avatar measures like the patient it copies.
-#: Measured at 640x480 over head poses (0/0, +-15 deg yaw, 5 deg pitch), both eyes:
-#: ``python -m proxy.avatar.mesh`` prints the current response.
-APERTURE_DRAWN = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.13, 0.16, 0.20, 0.25, 0.30, 0.35, 0.40, 0.50)
-APERTURE_MEASURED = (0.065, 0.090, 0.111, 0.147, 0.197, 0.220, 0.256, 0.257, 0.290, 0.314, 0.347, 0.373, 0.402,
-                     0.432)
+#: Highest drawn upper lid and lowest drawn lower lid (eye widths from the corner line): the
+#: globe's edge. Between them the fissure opens to 0.8 eye widths and more.
+MAX_UPPER_LID, MAX_LOWER_LID = 0.56, 0.5
+#: The upper lid's share of the opening while the measured share is not usable (both lids at
+#: the corner line): about the neutral face's (0.2 of 0.32).
+NEUTRAL_UPPER_SHARE = 0.6
+#: Range of the upper lid's share of the opening that is drawn.
+UPPER_SHARE_RANGE = (0.2, 0.85)
 #: How far the lid skin stays in front of the eyeball's surface (cm).
 LID_CLEARANCE_CM = 0.06
 #: Lid profile exponent: height(s) = h * (1 - s^2) ** LID_PROFILE_POWER between the corners.
 LID_PROFILE_POWER = 0.75
-#: Reach (cm) and strength of the skin that follows a moving lid, brow or lip.
-LID_BAND_CM, LID_BAND_GAIN = 1.2, 0.7
+#: Reach (cm) of the skin that follows a moving lid: it follows fully at the margin and less
+#: linearly with distance, so the lid skin folds evenly and never runs over the margin (the
+#: margin's triangles and its lash line stay open even when the lid opens 0.8 eye widths).
+LID_BAND_CM = 1.2
 BROW_BAND_CM = 1.5
 SMILE_BAND_CM = 1.8
 
@@ -61,6 +70,11 @@ LIP = (0.66, 0.38, 0.36)
 BROW = (0.30, 0.22, 0.18)
 HAIR = (0.22, 0.17, 0.14)
 SOCKET = (0.62, 0.42, 0.40)
+LASH = (0.12, 0.08, 0.07)
+#: The upper lash line: a ribbon along the upper lid margin, this wide (cm) at the lid's highest
+#: point and 0.3 of it at the corners, just in front of the lid (cm) and tilted forwards (cm).
+#: A closed eye keeps it: the tracker, like a person, reads the line as a closed lid.
+LASH_CM, LASH_LIFT_CM, LASH_FORWARD_CM = 0.12, 0.03, 0.08
 MOUTH = (0.16, 0.05, 0.05)
 
 #: Skirt: centre of the skull (cm), back-of-head radius and number of rings.
@@ -69,23 +83,40 @@ SKULL_BACK_CM = 9.8
 SKIRT_RINGS = 7
 
 
-def eyeball_radius(template: Template) -> float:
-    """Radius that puts the iris rim (11.7 mm across) at ``eye_radius`` in front of the centre."""
-    return math.hypot(template.eye_radius, IRIS_RADIUS_CM)
+def eyeball_centres(template: Template) -> np.ndarray:
+    """(2, 3) drawn globe centres [right, left], in the head frame (cm).
 
-
-def drawn_lids(upper: float, lower: float, aperture: float) -> tuple[float, float]:
-    """Upper and lower lid heights (eye widths) to draw for measured lid parameters.
-
-    The opening follows the measured aperture through the avatar's calibration; it is
-    shared between the lids as the patient's lids share it (a drooping upper lid stays
-    low); a closing eye's seam sinks onto the downward arc of a real blink.
+    The anatomical globe has the iris rim (11.7 mm across) ``Template.eye_radius`` (1.05 cm) in
+    front of the template's centre of rotation: radius sqrt(1.05^2 + 0.585^2). The drawn globe
+    lies behind that centre by as much as :data:`EYEBALL_RADIUS_CM` exceeds this radius, so
+    that its front stays where the anatomical one's is.
     """
-    opening = float(np.interp(aperture, APERTURE_MEASURED, APERTURE_DRAWN))
+    anatomical = math.hypot(template.eye_radius, IRIS_RADIUS_CM)
+    centres = template.eye_centres.astype(np.float64).copy()
+    centres[:, 2] -= EYEBALL_RADIUS_CM - anatomical
+    return centres
+
+
+def upper_share(upper: float, lower: float) -> float:
+    """The upper lid's share of the opening for measured lid heights (a drooping lid keeps a low share)."""
     total = upper + lower
-    share = float(np.clip(upper / total, 0.2, 0.85)) if total > 0.05 else 0.4
-    up = share * opening
+    if total <= 0.05:
+        return NEUTRAL_UPPER_SHARE
+    return float(np.clip(upper / total, *UPPER_SHARE_RANGE))
+
+
+def drawn_lids(opening: float, share: float) -> tuple[float, float]:
+    """Upper and lower lid heights (eye widths) that draw ``opening`` with the upper lid's ``share``.
+
+    Within the globe's edge (:data:`MAX_UPPER_LID`, :data:`MAX_LOWER_LID`) the other lid takes what
+    one cannot; a closing eye's seam sinks onto the downward arc of a real blink.
+    """
+    opening = float(np.clip(opening, 0.0, MAX_UPPER_LID + MAX_LOWER_LID))
+    up = min(float(np.clip(share, *UPPER_SHARE_RANGE)) * opening, MAX_UPPER_LID)
     low = opening - up
+    if low > MAX_LOWER_LID:
+        low = MAX_LOWER_LID
+        up = opening - low
     sink = CLOSED_SEAM * max(0.0, 1.0 - opening / 0.12)
     if low < sink:
         low = sink
@@ -116,6 +147,7 @@ class _Eye:
     band: np.ndarray  #: (V, 16) how much each vertex follows each contour point's move
     centre: np.ndarray  #: (3,) eyeball centre
     near: np.ndarray  #: indices of vertices that must clear the eyeball
+    lash_profile: np.ndarray  #: (9,) lash width factor along outer corner, upper lid, inner corner
 
 
 class AvatarMesh:
@@ -124,7 +156,6 @@ class AvatarMesh:
     def __init__(self, template: Template) -> None:
         self.template = template
         base = template.vertices.astype(np.float64)
-        self.eye_radius = eyeball_radius(template)
         skirt, skirt_tris, hair = self._skirt(base)
         n_face = len(base)
         self.n_face = n_face
@@ -147,6 +178,19 @@ class AvatarMesh:
             triangles.append(np.array(tris, dtype=np.int64))
             self._tubes.append((loop, offset, depth, shrink))
             offset += n + 1
+        # Lash lines: a dark ribbon along each upper lid margin (corners included), recomputed every frame.
+        self._lashes: list[tuple[np.ndarray, int]] = []
+        for contour in (RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR):
+            line = np.array([contour[0], *contour[9:16], contour[8]])
+            n = len(line)
+            positions.append(np.zeros((2 * n, 3)))
+            tris = []
+            for i in range(n - 1):
+                a, b, c, d = offset + i, offset + i + 1, offset + n + i, offset + n + i + 1
+                tris += [(a, b, c), (b, d, c)]
+            triangles.append(np.array(tris, dtype=np.int64))
+            self._lashes.append((line, offset))
+            offset += 2 * n
         self.rest = np.concatenate(positions)
         self._surface = np.concatenate(triangles[:2])
         self.triangles = np.concatenate(triangles).astype(np.int32)
@@ -226,21 +270,19 @@ class AvatarMesh:
         return vertices, np.array(tris, dtype=np.int64) - n_face, hair
 
     def _colours(self, n: int, n_face: int, n_skirt: int, hair: np.ndarray) -> np.ndarray:
+        """RGB per vertex."""
         t = self.template
-        """RGB per vertex, and 1 in the 4th channel on the upper lid margins (the shader draws
-        the lashes only very close to it, whatever the size of the triangles)."""
-        colours = np.zeros((n, 4))
-        colours[:, :3] = SKIN
-        colours[n_face:n_face + n_skirt, :3] = (np.array(SKIN)[None] * (1 - hair[:, None])
-                                                + np.array(HAIR)[None] * hair[:, None])
-        colours[t.lips, :3] = LIP
+        colours = np.zeros((n, 3))
+        colours[:] = SKIN
+        colours[n_face:n_face + n_skirt] = (np.array(SKIN)[None] * (1 - hair[:, None])
+                                            + np.array(HAIR)[None] * hair[:, None])
+        colours[t.lips] = LIP
         for brow in (t.right_brow, t.left_brow):
-            colours[brow, :3] = BROW
-        for contour in (RIGHT_EYE_CONTOUR, LEFT_EYE_CONTOUR):
-            colours[list(contour[9:16]), 3] = 1.0
+            colours[brow] = BROW
         for loop, offset, depth, _ in self._tubes:
-            colour = MOUTH if depth > 0 else SOCKET
-            colours[offset:offset + len(loop) + 1, :3] = colour
+            colours[offset:offset + len(loop) + 1] = MOUTH if depth > 0 else SOCKET
+        for line, offset in self._lashes:
+            colours[offset:offset + 2 * len(line)] = LASH
         return colours.astype(np.float32)
 
     def _eye_rig(self, contour: tuple[int, ...], index: int) -> _Eye:
@@ -278,13 +320,13 @@ class AvatarMesh:
             nearest = np.argsort(d)[:2]
             w = 1.0 / np.maximum(d[nearest], 1e-3) ** 2
             w /= w.sum()
-            gain = LID_BAND_GAIN * _falloff(np.array(d.min()), LID_BAND_CM)
-            band[vid, ids[nearest]] = w * gain
+            band[vid, ids[nearest]] = w * float(np.clip(1.0 - d.min() / LID_BAND_CM, 0.0, 1.0))
         for k, vid in enumerate(c):
             band[vid, k] = 1.0
         near = np.nonzero(band.any(1))[0]
+        lash_profile = profile[[0, *range(9, 16), 8]]
         return _Eye(c, corner, axis, normal, width, profile, rest, band,
-                    self.template.eye_centres[index].astype(np.float64), near)
+                    eyeball_centres(self.template)[index], near, lash_profile)
 
     def _region_weights(self, region: np.ndarray, reach: float, exclude: np.ndarray) -> np.ndarray:
         """Per-vertex weight (1 on the region, falling off around it); ``exclude`` stays still."""
@@ -350,12 +392,10 @@ class AvatarMesh:
         unit = change / max(lo * (1 - share) + up * share, 1e-6)
         p[:, 1] -= self._jaw * unit * (1 - share)
         p[:, 1] += self._upper_lip * unit * share
-        # lids
-        for eye, upper, lower, aperture in zip(
-                self._eyes, (params.right_upper_lid, params.left_upper_lid),
-                (params.right_lower_lid, params.left_lower_lid), (params.right_aperture, params.left_aperture),
-                strict=True):
-            self._lids(p, eye, *drawn_lids(float(upper), float(lower), float(aperture)))
+        # lids, at the drawn heights
+        for eye, upper, lower in zip(self._eyes, (params.right_upper_lid, params.left_upper_lid),
+                                     (params.right_lower_lid, params.left_lower_lid), strict=True):
+            self._lids(p, eye, float(upper), float(lower))
         # tubes follow their contour back into the head
         for loop, offset, depth, shrink in self._tubes:
             rim = p[loop]
@@ -370,12 +410,19 @@ class AvatarMesh:
                 back = np.array([centre[0], centre[1], eye.centre[2] - 0.4])
             p[offset:offset + len(loop)] = inner
             p[offset + len(loop)] = back
+        for (line, offset), eye in zip(self._lashes, self._eyes, strict=True):
+            n = len(line)
+            margin = p[line]
+            thickness = LASH_CM * (0.3 + 0.7 * eye.lash_profile)
+            p[offset:offset + n] = margin + (0.0, 0.0, LASH_LIFT_CM)
+            p[offset + n:offset + 2 * n, :2] = margin[:, :2] + thickness[:, None] * eye.normal
+            p[offset + n:offset + 2 * n, 2] = margin[:, 2] + LASH_LIFT_CM + LASH_FORWARD_CM
         return p
 
     def _lids(self, p: np.ndarray, eye: _Eye, upper: float, lower: float) -> None:
-        """Move the lid contour (and the skin around it) to the measured lid heights."""
-        up = float(np.clip(upper, -0.15, 0.6)) * eye.width
-        down = -float(np.clip(lower, -0.15, 0.5)) * eye.width  # lower margin height (negative below)
+        """Move the lid contour (and the skin around it) to the given lid heights (eye widths)."""
+        up = float(np.clip(upper, -0.15, MAX_UPPER_LID)) * eye.width
+        down = -float(np.clip(lower, -0.15, MAX_LOWER_LID)) * eye.width  # lower margin height (negative below)
         if up < down + CLOSED_OVERLAP * eye.width:
             # closed: the margins meet, the upper one just over the lower so no sliver stays open
             up = down = (up + down) / 2
@@ -392,8 +439,8 @@ class AvatarMesh:
         near = eye.near
         rel = p[near, :2] - eye.centre[:2]
         r2 = (rel**2).sum(1)
-        inside = r2 < self.eye_radius**2
-        surface = eye.centre[2] + np.sqrt(np.maximum(self.eye_radius**2 - r2, 0.0)) + LID_CLEARANCE_CM
+        inside = r2 < EYEBALL_RADIUS_CM**2
+        surface = eye.centre[2] + np.sqrt(np.maximum(EYEBALL_RADIUS_CM**2 - r2, 0.0)) + LID_CLEARANCE_CM
         z = p[near, 2]
         p[near, 2] = np.where(inside, np.maximum(z, surface), z)
 

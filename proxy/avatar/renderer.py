@@ -9,8 +9,10 @@ same parameters always give the same bytes.
 It is the inverse of :class:`~proxy.avatar.retarget.Retargeter`: the camera is weak
 perspective (the tracker's model), the template origin lands on
 (``head_x`` x width, ``head_y`` x height) and the outer eye corners are
-``head_scale`` x height apart, so tracking the rendered avatar measures the
-same parameters back (``tests/avatar/test_renderer.py`` checks this round trip).
+``head_scale`` x height apart, and eye rotations, lids and head pose are drawn
+through the avatar's :class:`~proxy.avatar.calibration.Calibration`, so tracking
+the rendered avatar measures the same parameters back
+(``tests/avatar/test_calibration.py`` checks this round trip).
 
 One headless OpenGL context (EGL) per renderer, an offscreen framebuffer, and
 the picture read back into a caller's numpy array: no window, no globals.
@@ -28,7 +30,15 @@ import moderngl
 import numpy as np
 
 from proxy.avatar.body import UpperBody, body_angles
-from proxy.avatar.mesh import IRIS_RADIUS_CM, PUPIL_RADIUS_CM, AvatarMesh, eyeball_radius, sphere
+from proxy.avatar.calibration import Calibration, load_calibration
+from proxy.avatar.mesh import (
+    EYEBALL_RADIUS_CM,
+    IRIS_RADIUS_CM,
+    PUPIL_RADIUS_CM,
+    AvatarMesh,
+    eyeball_centres,
+    sphere,
+)
 from proxy.avatar.template import Template, load_template
 from proxy.params import MaskParams
 from proxy.resources import SHADERS
@@ -41,15 +51,6 @@ SEARCHING_DIM = 0.8
 DEPTH_PER_CM = 1.0 / 60.0
 #: Distance between the template's outer eye corners (vertices 33 and 263), cm.
 OUTER_CORNERS = (33, 263)
-#: Darkness of the upper lash line and the fraction of the lid's margin triangles it covers
-#: (a closed eye keeps it: the tracker, like a person, reads the line as a closed lid).
-LASH, LASH_WIDTH = 0.8, 0.6
-#: Gaze calibration (see ``AvatarRenderer``): the tracker's iris model measures the avatar's
-#: horizontal eye rotation at about 0.7x and vertical at about 0.45x of the rendered angle.
-GAZE_YAW_GAIN, GAZE_PITCH_GAIN = 1.4, 1.7
-#: The largest eyeball rotations drawn (degrees), about the human range. Beyond them the iris would
-#: slip behind the lid corner and vanish, which no tracker (or doctor) can read as "far to the side".
-MAX_DRAWN_YAW, MAX_DRAWN_PITCH = 50.0, 35.0
 #: Multisampling (0 = off). Off by default: on Mesa llvmpipe 4x MSAA costs about 6 ms per
 #: 640x480 frame (8.4 ms instead of 2.1 ms) and the tracker round trip does not need it.
 SAMPLES = 0
@@ -123,13 +124,10 @@ class AvatarRenderer:
     ``render_into(params, out)`` fills a caller's array without allocating.
     Call ``close()`` (or use it as a context manager) to release the GL context.
 
-    ``gaze_gain`` (yaw, pitch) multiplies the eyeball rotations. The default is a linear
-    calibration measured with our own tracker on the avatar (tests/avatar/test_renderer.py): the
-    iris model under-reads the avatar's eye rotations (vertical ones more, as the lids cover
-    the iris), so they are drawn 1.4x (yaw) and 1.7x (pitch) larger, up to the human range,
-    and tracking the avatar gives back about the angles that were measured on the patient
-    (round-trip slopes 0.6-1.0 on the shared clips, median 0.87 yaw and 0.77 pitch).
-    ``(1, 1)`` draws the angles as they are.
+    ``calibration`` maps the parameters to what is drawn (eyeball rotations, lid heights, head
+    pose); the default is the shipped one (:func:`~proxy.avatar.calibration.load_calibration`),
+    fitted so that our tracker reads the avatar back as the parameters say.
+    ``Calibration.identity()`` draws the angles and openings as they are.
 
     ``supersample`` k draws at k times the output's width and height and averages each k x k
     block (see :data:`OFFLINE_SUPERSAMPLE`); it is lowered for large frames so that the drawn
@@ -138,12 +136,12 @@ class AvatarRenderer:
 
     def __init__(self, width: int, height: int, backend: str | None = None,
                  template: Template | None = None, samples: int = SAMPLES,
-                 gaze_gain: tuple[float, float] = (GAZE_YAW_GAIN, GAZE_PITCH_GAIN), supersample: int = 1) -> None:
+                 calibration: Calibration | None = None, supersample: int = 1) -> None:
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.supersample = int(supersample)
         self.template = template or load_template()
-        self.gaze_gain = (float(gaze_gain[0]), float(gaze_gain[1]))
+        self.calibration = calibration if calibration is not None else load_calibration()
         self.mesh = AvatarMesh(self.template)
         self.ctx = create_context(backend)
         self.samples = min(samples, self.ctx.max_samples) if samples else 0
@@ -167,7 +165,7 @@ class AvatarRenderer:
         self._head_ibo = ctx.buffer(mesh.triangles.astype(np.int32).tobytes())
         self._head_vao = ctx.vertex_array(
             self.skin,
-            [(self._head_vbo, "3f 3f", "in_position", "in_normal"), (self._head_colours, "4f", "in_colour")],
+            [(self._head_vbo, "3f 3f", "in_position", "in_normal"), (self._head_colours, "3f", "in_colour")],
             self._head_ibo,
         )
         self._static = []
@@ -175,29 +173,26 @@ class AvatarRenderer:
         self.body = UpperBody()
         self._body_dynamic = np.empty((len(self.body.rest), 6), dtype=np.float32)
         self._body_vbo = ctx.buffer(reserve=self._body_dynamic.nbytes, dynamic=True)
-        body_colours = np.hstack([self.body.colours, np.zeros((len(self.body.colours), 1), np.float32)])
-        self._body_colours = ctx.buffer(body_colours.tobytes())
+        self._body_colours = ctx.buffer(self.body.colours.tobytes())
         self._body_ibo = ctx.buffer(self.body.triangles.tobytes())
         self._static += [self._body_vbo, self._body_colours, self._body_ibo]
         self._body_vao = ctx.vertex_array(
             self.skin,
-            [(self._body_vbo, "3f 3f", "in_position", "in_normal"), (self._body_colours, "4f", "in_colour")],
+            [(self._body_vbo, "3f 3f", "in_position", "in_normal"), (self._body_colours, "3f", "in_colour")],
             self._body_ibo,
         )
-        self.eye_radius = eyeball_radius(self.template)
-        eye_v, eye_t = sphere(self.eye_radius)
-        eye_n = eye_v / self.eye_radius
+        self._eye_centres = eyeball_centres(self.template)
+        eye_v, eye_t = sphere(EYEBALL_RADIUS_CM)
+        eye_n = eye_v / EYEBALL_RADIUS_CM
         self._eye_vao = self._static_vao(self.eye, eye_v, eye_n, None, eye_t)
         quad = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], dtype=np.float32)
         self._quad = ctx.buffer(quad.tobytes())
         self._static.append(self._quad)
         self._overlay_vao = ctx.vertex_array(self.overlay, [(self._quad, "2f", "in_corner")])
         self._downsample_vao = ctx.vertex_array(self.downsample, [(self._quad, "2f", "in_corner")])
-        self.eye["u_eye_radius"].value = self.eye_radius
+        self.eye["u_eye_radius"].value = EYEBALL_RADIUS_CM
         self.eye["u_iris_radius"].value = IRIS_RADIUS_CM
         self.eye["u_pupil_radius"].value = PUPIL_RADIUS_CM
-        self.skin["u_lash"].value = LASH
-        self.skin["u_lash_width"].value = LASH_WIDTH
         for program in (self.skin, self.eye):
             program["u_depth"].value = DEPTH_PER_CM
         corners = self.template.vertices[list(OUTER_CORNERS)]
@@ -214,8 +209,8 @@ class AvatarRenderer:
         """A static mesh; ``colours`` None for a shader that paints its own (the eyeball)."""
         columns, layout, names = [vertices, normals], "3f 3f", ["in_position", "in_normal"]
         if colours is not None:
-            columns.append(np.hstack([colours, np.zeros((len(colours), 1))]))
-            layout, names = layout + " 4f", [*names, "in_colour"]
+            columns.append(colours)
+            layout, names = layout + " 3f", [*names, "in_colour"]
         vbo = self.ctx.buffer(np.hstack(columns).astype(np.float32).tobytes())
         ibo = self.ctx.buffer(triangles.astype(np.int32).tobytes())
         self._static += [vbo, ibo]
@@ -308,8 +303,9 @@ class AvatarRenderer:
         if searching:
             params = MaskParams.neutral(params.frame, params.t)
         params.check()
+        drawn = self.calibration.drawn(params)
         with self.ctx:  # make this renderer's context current (several may share a thread)
-            self._draw(params, searching)
+            self._draw(drawn, searching)
             if self.samples:
                 self.ctx.copy_framebuffer(self.big_fbo, self.draw_fbo)
             if self.factor > 1:
@@ -321,6 +317,7 @@ class AvatarRenderer:
         return out
 
     def _draw(self, params: MaskParams, searching: bool) -> None:
+        """Draw calibrated (drawn) parameters into ``draw_fbo``."""
         ctx, skin, eye = self.ctx, self.skin, self.eye
         positions, normals = self.mesh.deform(params)
         self._dynamic[:, :3], self._dynamic[:, 3:] = positions, normals
@@ -358,12 +355,10 @@ class AvatarRenderer:
         self._body_vao.render(moderngl.TRIANGLES)
         ctx.front_face = "ccw"
         ctx.disable(moderngl.CULL_FACE)
-        for centre, (yaw, pitch) in zip(self.template.eye_centres,
+        for centre, (yaw, pitch) in zip(self._eye_centres,
                                         ((params.right_gaze_yaw, params.right_gaze_pitch),
                                          (params.left_gaze_yaw, params.left_gaze_pitch)), strict=True):
-            drawn_yaw = max(-MAX_DRAWN_YAW, min(MAX_DRAWN_YAW, yaw * self.gaze_gain[0]))
-            drawn_pitch = max(-MAX_DRAWN_PITCH, min(MAX_DRAWN_PITCH, pitch * self.gaze_gain[1]))
-            eye["u_local"].write(_mat3(eye_rotation(drawn_yaw, drawn_pitch)))
+            eye["u_local"].write(_mat3(eye_rotation(yaw, pitch)))
             eye["u_offset"].value = tuple(float(c) for c in centre)
             self._eye_vao.render(moderngl.TRIANGLES)
         if searching:

@@ -12,7 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from proxy.avatar.mesh import LEFT_EYE_CONTOUR, RIGHT_EYE_CONTOUR, AvatarMesh, drawn_lids
+from proxy.avatar.mesh import (
+    LEFT_EYE_CONTOUR,
+    MAX_LOWER_LID,
+    MAX_UPPER_LID,
+    RIGHT_EYE_CONTOUR,
+    AvatarMesh,
+    drawn_lids,
+)
 from proxy.avatar.renderer import MAX_SUPERSAMPLED_SIDE, AvatarRenderer, head_rotation
 from proxy.avatar.retarget import Retargeter, euler_degrees
 from proxy.avatar.template import load_template
@@ -135,23 +142,37 @@ def test_bad_output_array(renderer: AvatarRenderer) -> None:
 
 
 def test_mesh_lids_are_the_inverse_of_retarget() -> None:
-    """The mesh's lids sit exactly at drawn_lids(), the calibrated heights, as Retargeter measures them."""
+    """The mesh puts the lids exactly at the heights it is given, as Retargeter measures them, up to a
+    fissure 0.8 eye widths open (a droopy lid and a retracted one alike)."""
     mesh = AvatarMesh(load_template())
-    params = MaskParams(face=True, right_upper_lid=0.05, right_lower_lid=0.1, right_aperture=0.15,
-                        left_upper_lid=0.3, left_lower_lid=0.15, left_aperture=0.42)
-    positions, _ = mesh.deform(params)
     measured = MaskParams(face=True)
-    for side, contour in (("right", RIGHT_EYE_CONTOUR), ("left", LEFT_EYE_CONTOUR)):
-        points = positions[list(contour)].astype(np.float64)
-        Retargeter._lids(measured, side, points, np.zeros((5, 3)))
-        up, low = drawn_lids(*(getattr(params, f"{side}_{k}") for k in ("upper_lid", "lower_lid", "aperture")))
-        assert getattr(measured, f"{side}_upper_lid") == pytest.approx(up, abs=1e-3)
-        assert getattr(measured, f"{side}_lower_lid") == pytest.approx(low, abs=1e-3)
-    # the drooping right lid is drawn lower than the left one, and the opening follows the aperture
-    assert drawn_lids(0.05, 0.1, 0.15)[0] < drawn_lids(0.3, 0.15, 0.42)[0]
-    closed, _ = mesh.deform(MaskParams(face=True, right_upper_lid=-0.05, right_lower_lid=0.05, right_aperture=0.0))
-    Retargeter._lids(measured, "right", closed[list(RIGHT_EYE_CONTOUR)].astype(np.float64), np.zeros((5, 3)))
-    assert measured.right_aperture == pytest.approx(0.0, abs=0.02)
+    for heights in (((0.05, 0.1), (0.3, 0.15)), ((0.45, 0.35), (0.5, 0.32)), ((0.2, 0.12), (-0.05, 0.05))):
+        (r_up, r_low), (l_up, l_low) = heights
+        params = MaskParams(face=True, right_upper_lid=r_up, right_lower_lid=r_low,
+                            left_upper_lid=l_up, left_lower_lid=l_low)
+        positions, _ = mesh.deform(params)
+        for side, contour, (up, low) in (("right", RIGHT_EYE_CONTOUR, heights[0]),
+                                         ("left", LEFT_EYE_CONTOUR, heights[1])):
+            Retargeter._lids(measured, side, positions[list(contour)].astype(np.float64), np.zeros((5, 3)))
+            if up + low > 0.05:
+                assert getattr(measured, f"{side}_upper_lid") == pytest.approx(up, abs=1e-3)
+                assert getattr(measured, f"{side}_lower_lid") == pytest.approx(low, abs=1e-3)
+                assert getattr(measured, f"{side}_aperture") == pytest.approx(up + low, abs=1e-3)
+            else:  # margins that would cross meet: a closed eye
+                assert getattr(measured, f"{side}_aperture") == pytest.approx(0.0, abs=0.02)
+
+
+def test_drawn_lids_share_the_opening() -> None:
+    """An opening is split between the lids as the patient's lids split it, within the globe's edge;
+    a closing eye's seam sinks below the corner line, as in a real blink."""
+    for opening in (0.0, 0.05, 0.2, 0.32, 0.5, 0.8):
+        for share in (0.2, 0.6, 0.85):
+            up, low = drawn_lids(opening, share)
+            assert up + low == pytest.approx(opening)
+            assert up <= MAX_UPPER_LID + 1e-9 and low <= MAX_LOWER_LID + 1e-9
+    assert drawn_lids(0.32, 0.6) == pytest.approx((0.192, 0.128))
+    assert drawn_lids(0.2, 0.25)[0] < drawn_lids(0.2, 0.75)[0]  # a drooping lid stays low
+    assert drawn_lids(0.0, 0.6)[0] < 0.0  # closed: the seam below the corner line
 
 
 # ---- (b) the round trip through our own tracker -----------------------------------------
@@ -175,10 +196,11 @@ def test_round_trip_strabismus(renderer: AvatarRenderer, tracker: FaceTracker, r
 
 
 def test_round_trip_vertical_gaze(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
+    """Up and down within what our tracker reads on people (about -7..+21 deg on the shared clips)."""
     up = measure(renderer, tracker, MaskParams(face=True, right_gaze_pitch=15, left_gaze_pitch=15))
-    down = measure(renderer, tracker, MaskParams(face=True, right_gaze_pitch=-15, left_gaze_pitch=-15))
+    down = measure(renderer, tracker, MaskParams(face=True, right_gaze_pitch=-5, left_gaze_pitch=-5))
     for side in ("right", "left"):
-        assert getattr(up, f"{side}_gaze_pitch") - getattr(down, f"{side}_gaze_pitch") > 10
+        assert getattr(up, f"{side}_gaze_pitch") - getattr(down, f"{side}_gaze_pitch") > 12
 
 
 def test_round_trip_ptosis(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
@@ -192,8 +214,9 @@ def test_round_trip_blink(renderer: AvatarRenderer, tracker: FaceTracker) -> Non
     m = measure(renderer, tracker, MaskParams(face=True, right_upper_lid=0.02, right_lower_lid=0.04,
                                               right_aperture=0.05, left_upper_lid=0.02, left_lower_lid=0.04,
                                               left_aperture=0.05))
-    # a blink reads as one: below the 0.12 threshold of the blink counters
-    assert m.right_aperture < 0.1 and m.left_aperture < 0.1
+    open_ = measure(renderer, tracker, MaskParams(face=True))
+    # a blink reads as one: below 0.55 of the eye's open level, the blink counters' rule
+    assert m.right_aperture < 0.55 * open_.right_aperture and m.left_aperture < 0.55 * open_.left_aperture
 
 
 @pytest.mark.parametrize("pose", [dict(head_yaw=25.0), dict(head_yaw=-20.0), dict(head_roll=20.0),
