@@ -194,6 +194,7 @@ class SharedVideo:
         self._last_live: float | None = None
         self._subscribers: list[EncodedTrack] = []
         self._estimates: dict[int, int] = {}
+        self._target = DEFAULT_BITRATE  #: the bitrate the encoder should aim at (set on the loop, applied in _encode)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self.frames = 0  #: frames encoded (live and idle)
@@ -235,10 +236,9 @@ class SharedVideo:
         self._apply_estimates()
 
     def _apply_estimates(self) -> None:
-        target = min(self._estimates.values()) if self._estimates else DEFAULT_BITRATE
-        with self._lock:
-            if self.encoder.set_bitrate(target):
-                log.debug("masked stream: %d bps", self.encoder.bitrate)
+        """The new target reaches the encoder with the next frame it encodes: the event loop never waits for
+        the encoder's lock (a worker may hold it for a whole encode)."""
+        self._target = min(self._estimates.values()) if self._estimates else DEFAULT_BITRATE
 
     @property
     def wanted(self) -> bool:
@@ -261,6 +261,8 @@ class SharedVideo:
                                        VIDEO_CLOCK // PLACEHOLDER_FPS)
             original = frame.pts, frame.time_base, frame.pict_type
             frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+            if self.encoder.set_bitrate(self._target):
+                log.debug("masked stream: %d bps", self.encoder.bitrate)
             keyframe, self._keyframe = self._keyframe, False
             start = time.thread_time()
             try:

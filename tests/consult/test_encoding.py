@@ -191,13 +191,19 @@ async def test_a_sender_that_falls_behind_loses_frames_not_time(avatar_frames: l
     assert len(decode([bytes(resumed)])) == 1
 
 
-async def test_the_bitrate_follows_the_slowest_receiver() -> None:
-    stream = SharedVideo(lambda: av.VideoFrame(64, 64, "yuv420p"))
+async def test_the_bitrate_follows_the_slowest_receiver(avatar_frames: list[np.ndarray]) -> None:
+    """The encoder aims at the lowest receiver estimate, from the next frame it encodes (the event loop, where
+    the estimates arrive, never waits for the encoder)."""
+    stream = SharedVideo(lambda: i420(avatar_frames[0], 0), stall_after=10.0)
+    stream.start()
     doctor, self_view = stream.subscribe(), stream.subscribe()
     stream.estimate(doctor, 1_400_000)
     stream.estimate(self_view, 400_000)
+    await asyncio.to_thread(publish_from_thread, stream, [i420(avatar_frames[1], 1)])
     assert stream.encoder.bitrate == 400_000
     self_view.stop()  # the slow receiver left
+    await asyncio.to_thread(publish_from_thread, stream, [i420(avatar_frames[2], 2)])
+    stream.stop()
     assert stream.encoder.bitrate == 1_400_000
 
 
