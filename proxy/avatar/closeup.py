@@ -64,5 +64,19 @@ class EyeCloseupRenderer(AvatarRenderer):
         return dataclasses.replace(params, head_x=float(origin_x / self.width), head_y=float(origin_y / self.height),
                                    head_scale=float(self.fill * self.width / self.height))
 
+    def render_into(self, params: MaskParams, out: np.ndarray) -> np.ndarray:
+        """As the face view, with the calibration of a head at the neutral place and size (and, stabilized, pose).
+
+        The calibration makes our tracker read the face view back as measured, and corrects the drawn eyes by
+        the head's pose and size. Taken from the patient's place, size or pose and then drawn framed (and
+        frontal), those corrections would show as eye movements the patient did not make.
+        """
+        neutral = MaskParams()
+        params = dataclasses.replace(params, head_x=neutral.head_x, head_y=neutral.head_y,
+                                     head_scale=neutral.head_scale)
+        if self.stabilize:
+            params = dataclasses.replace(params, head_yaw=0.0, head_pitch=0.0, head_roll=0.0)
+        return super().render_into(params, out)
+
     def _draw(self, params: MaskParams, searching: bool) -> None:
         super()._draw(self.framed(params), searching)
