@@ -57,9 +57,10 @@ MAX_BACKLOG = 8
 BITRATE_STEP = 0.1
 #: Share of the bitrate given to temporal layer 0 when there are two layers (WebRTC's split).
 BASE_LAYER_SHARE = 0.6
-#: libvpx speed (aiortc uses -6). On the avatar -10 is half the time at the same quality: decoded frames are within
-#: 0.2 dB of aiortc's encoder's against the rendered picture, and 41 dB (mean) from them, at 500 kbit/s
-#: (``maskproxy bench`` prints this comparison; tests/consult/test_encoding.py holds it above 35 dB).
+#: libvpx speed (aiortc uses -6). On the avatar -10 takes a fifth less time than -6 and loses nothing (on d6's
+#: masked frames at 500 kbit/s, 40.9 dB from the rendered picture against 39.3); -12 and faster blur some frames
+#: (33 dB). With the denoiser off, an encode costs about 30% less than aiortc's own (``maskproxy bench`` prints
+#: the comparison; tests/consult/test_encoding.py holds the doctor's frames above 35 dB from today's).
 CPU_USED = -10
 
 
