@@ -128,15 +128,8 @@ class MaskWorker:
         self._running = False
         self._thread: threading.Thread | None = None
         self.busy_since: float | None = None  #: monotonic time the current frame was taken, None when idle
-
-    @property
-    def dropped(self) -> int:
-        """Frames replaced by a newer one before a worker took them (the consult's, across workers)."""
-        return self.counts.dropped
-
-    @property
-    def errors(self) -> int:
-        return self.counts.errors
+        self.dropped = 0  #: this worker's share of ``counts.dropped``
+        self.errors = 0  #: this worker's share of ``counts.errors`` (is it failing now?)
 
     def start(self) -> None:
         self._running = True
@@ -151,6 +144,7 @@ class MaskWorker:
         """Offer the newest camera frame; an older one still waiting is dropped."""
         with self._cond:
             if self._pending is not None:
+                self.dropped += 1
                 self.counts.dropped += 1
             self._pending = (frame, received)
             self._cond.notify()
@@ -197,6 +191,7 @@ class MaskWorker:
                         pipeline = self._make_pipeline()
                     result = self._mask(pipeline, frame, received, index, self.max_pixels, self._cost)
                 except Exception as exc:  # noqa: BLE001 - any failure must end in a placeholder
+                    self.errors += 1
                     self.counts.errors += 1
                     log.error("masking failed (%s: %s); sending the placeholder", exc.__class__.__name__, exc)
                     width, height = fit_size(frame.width, frame.height, self.max_pixels)
