@@ -8,6 +8,7 @@ web/js/rtc.js): the same m-line order, a ``mask`` data channel, non-trickle ICE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
@@ -161,4 +162,5 @@ class ConsultClient:
     async def close(self) -> None:
         for receiver in self.receivers.values():
             receiver.task.cancel()
-        await self.pc.close()
+        with contextlib.suppress(TimeoutError):  # aiortc's close can wait forever once the other end is gone
+            await asyncio.wait_for(self.pc.close(), 5.0)

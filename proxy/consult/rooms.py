@@ -78,6 +78,19 @@ MAX_MEDIA_SECTIONS = 8
 MAX_CHANNEL_BUFFER = 256 * 1024
 
 
+#: Longest wait for one peer connection to close: aiortc's close can wait forever on a transport whose
+#: other end vanished, and a DELETE, an expiry or a shutdown must not hang on it.
+CLOSE_TIMEOUT_S = 5.0
+
+
+async def close_connection(pc: RTCPeerConnection, timeout: float = CLOSE_TIMEOUT_S) -> None:
+    """Close ``pc``, giving up (and logging it) after ``timeout`` seconds."""
+    try:
+        await asyncio.wait_for(pc.close(), timeout)
+    except TimeoutError:
+        log.warning("a peer connection did not close within %.0f s; left to the garbage collector", timeout)
+
+
 class OfferError(ValueError):
     """The offer cannot be used (bad SDP, missing media)."""
 
@@ -679,7 +692,7 @@ class Room:
             task.cancel()
         for track in [*peer.relayable.values(), *([peer.camera] if peer.camera is not None else [])]:
             track.stop()
-        await peer.pc.close()
+        await close_connection(peer.pc)
         self.connections.discard(peer.pc)
         if peer.role == PATIENT and PATIENT not in self.peers and self._worker is not None:
             worker, self._worker = self._worker, None
@@ -715,7 +728,7 @@ class Room:
                 await self._close_peer(peer)
             self.peers.clear()
             for pc in list(self.connections):  # negotiating or displaced: not in peers, closed all the same
-                await pc.close()
+                await close_connection(pc)
             self.connections.clear()
             await asyncio.to_thread(self.exam.close)
             if worker is not None:
