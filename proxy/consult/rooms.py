@@ -719,20 +719,18 @@ class Room:
         finally:
             # also when this close is cancelled (a shutdown during an expiry, a client gone mid-DELETE): the
             # room is marked closed already, so nothing would ever release what is left running
-            worker, self._worker = self._worker, None
-            if worker is not None:
-                worker.stop(timeout=0.0)  # told at once, before any await below can be cut short
-            self.masked.stop()
-            self.closeup.stop()
             for peer in list(self.peers.values()):
                 await self._close_peer(peer)
             self.peers.clear()
             for pc in list(self.connections):  # negotiating or displaced: not in peers, closed all the same
                 await close_connection(pc)
             self.connections.clear()
+            self.masked.stop()
+            self.closeup.stop()
             await asyncio.to_thread(self.exam.close)
+            worker, self._worker = self._worker, None
             if worker is not None:
-                await asyncio.to_thread(worker.join, 2.0)
+                await asyncio.to_thread(worker.stop)
             log.info("room %s: closed", self.id)
 
 
