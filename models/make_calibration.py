@@ -1,28 +1,37 @@
 """Fit the avatar's calibration: what to draw so that our tracker reads back what was measured.
 
 The calibration (``proxy/avatar/calibration.py``) is a set of polynomials, each in every
-parameter that moves it: an eye's drawn rotation in that eye's wanted gaze and aperture and
-the head's pose and size; an eye's drawn opening in its wanted aperture, lid split and gaze
-and the head's pose and size; the drawn head pose in the wanted head pose. It is fitted on
-the avatar alone, never on anybody's video:
+parameter that moves it: an eye's drawn rotation in that eye's wanted gaze, aperture and lid
+split and the head's pose, size and place; the drawn head pose in the wanted head pose and
+place. The lids are drawn at their measured height, uncalibrated (see the note before
+``FUNCTIONS``: the doctor looks at the picture). It is fitted on the avatar alone, never on
+anybody's video:
 
 1. Open loop. The avatar is drawn as it is (no calibration) at parameter sets spread over
    a range wider than the human one, every parameter at once (a Latin hypercube, the two
    eyes independently), and each picture is tracked (``proxy.avatar.response.RoundTrip``:
    the real tracker and retargeter with the file settings). Each function is fitted as the
    inverse, the drawn value as a polynomial of what was read, by least squares with gross
-   tracker failures left out.
-2. Closed loop, ``--rounds`` times. Fresh parameter sets over the human range (half of
-   them over the range of a consult's usual gaze and pose, where a doctor looks hardest)
-   are drawn through the calibration and tracked. The error left, a polynomial of the
-   wanted parameters, is taken out by feeding each function the wanted value minus the
-   predicted error; the functions are refitted to that composition.
-3. Held out. Another fresh sample, drawn through the final calibration, gives the figures
+   tracker failures left out. Then as many of a patient looking at the screen
+   (``proxy.avatar.response.sample_fixating``: the head anywhere in the human range, the
+   eyes making up for it), the posture of most of a consult, which a sample spread over
+   every parameter at once reaches only in its corners.
+2. Closed loop, ``--rounds`` times. Fresh parameter sets over the human range (a third of
+   them over the range of a consult's usual gaze and pose, a third looking at the screen)
+   are drawn through the calibration and tracked; what was drawn and what was read there
+   join the pairs of step 1, and the inverse is fitted again.
+3. Correction, ``--corrections`` times. A fresh closed-loop sample is drawn through the
+   calibration and tracked; the mean error left (read minus wanted, per eye and for the
+   head, as a polynomial of the wanted values) is taken out by refitting each function to
+   draw what it drew for the wanted values minus that error (on a large sample of wanted
+   values: no rendering). Steps 1-2 regress what was drawn on what was read, which the
+   tracker's noise biases; this step aims at the loop's mean error, the vergence bias above all.
+4. Held out. Another fresh sample, drawn through the final calibration, gives the figures
    stored with it (``info``) and printed.
 
 Each eye has its own functions, fitted by least squares on the same sample, so the mean
 right-minus-left error (the vergence the avatar would add) is zero wherever the polynomials
-resolve it; step 3 reports it by head-pose band.
+resolve it; step 4 reports it by head-pose band.
 
 Usage::
 
@@ -60,6 +69,7 @@ from proxy.avatar.response import (  # noqa: E402
     HUMAN_RANGE,
     RoundTrip,
     round_trip_errors,
+    sample_fixating,
     sample_human_range,
     summary,
 )
@@ -68,10 +78,13 @@ from proxy.params import MaskParams  # noqa: E402
 #: The open loop's range: wider than the human one, so that what is read covers it.
 DRAWN_RANGE = {**HUMAN_RANGE, "head_yaw": (-45.0, 45.0), "head_pitch": (-30.0, 30.0), "head_roll": (-25.0, 25.0),
                "head_scale": (0.13, 0.34), "gaze_yaw": (-45.0, 45.0), "gaze_pitch": (-35.0, 35.0),
-               "camera_yaw": (-55.0, 55.0), "camera_pitch": (-35.0, 40.0), "upper_share": (0.35, 0.8)}
+               "camera_yaw": (-55.0, 55.0), "camera_pitch": (-35.0, 40.0), "upper_share": (0.4, 0.9)}
+#: The open loop's patients looking at the screen: a little wider than the human range.
+FIXATING_DRAWN = {"head_yaw": (-42.0, 42.0), "head_pitch": (-27.0, 27.0), "gaze_yaw": (-35.0, 35.0),
+                  "gaze_pitch": (-20.0, 25.0)}
 #: How far past the human range's camera bounds (degrees) readings still inform the fit.
 CAMERA_MARGIN = 5.0
-#: A consult's usual range, where half of each closed-loop sample lies.
+#: A consult's usual range, where a third of each closed-loop sample lies.
 CONSULT_RANGE = {**HUMAN_RANGE, "head_yaw": (-15.0, 15.0), "head_pitch": (-12.0, 12.0), "head_roll": (-8.0, 8.0),
                  "gaze_yaw": (-15.0, 15.0), "gaze_pitch": (-5.0, 15.0), "aperture": (0.2, 0.45),
                  "camera_yaw": (-25.0, 25.0), "camera_pitch": (-12.0, 20.0)}
@@ -80,16 +93,21 @@ CONSULT_RANGE = {**HUMAN_RANGE, "head_yaw": (-15.0, 15.0), "head_pitch": (-12.0,
 #: gaze moves the lids read; the head's size stands for the distance. Quadratic: cubics fit the
 #: open loop's points more closely but swing between them (one drew an eye 29 deg to the side for
 #: a straight one), which the held-out points show as a worse loop and a false vergence.
-EYE_INPUTS = ("gaze_yaw", "gaze_pitch", "aperture", "share", "head_yaw", "head_pitch", "head_roll", "head_scale")
-EYE_CAPS = (2, 2, 1, 1, 2, 2, 1, 1)
-HEAD_INPUTS = ("head_yaw", "head_pitch", "head_roll")
+EYE_INPUTS = ("gaze_yaw", "gaze_pitch", "aperture", "share", "head_yaw", "head_pitch", "head_roll", "head_scale",
+              "head_x", "head_y")
+EYE_CAPS = (2, 2, 1, 1, 2, 2, 1, 1, 1, 1)
+#: No function for the lids' opening: they are drawn at their measured absolute height. Our tracker reads
+#: the avatar's lids compressed (drawn openings of 0.2-0.42 eye widths read 0.34-0.43 when the eye looks up a
+#: little: its iris model expects the upper lid to follow the eye), and an inverse that made it read them right
+#: drew them 2.3 times as far from normal for a person looking at the picture (an eye 0.2 open shut, one 0.4
+#: open staring at 0.65); a cubic one drew a normal eye half shut. The doctor looks at the picture.
+HEAD_INPUTS = ("head_yaw", "head_pitch", "head_roll", "head_x", "head_y")
 FUNCTIONS: dict[str, tuple[tuple[str, ...], tuple[int, ...], int]] = {
     "gaze_yaw": (EYE_INPUTS, EYE_CAPS, 2),
     "gaze_pitch": (EYE_INPUTS, EYE_CAPS, 2),
-    "opening": (EYE_INPUTS, EYE_CAPS, 2),
-    "head_yaw": (HEAD_INPUTS, (3, 3, 3), 3),
-    "head_pitch": (HEAD_INPUTS, (3, 3, 3), 3),
-    "head_roll": (HEAD_INPUTS, (3, 3, 3), 3),
+    "head_yaw": (HEAD_INPUTS, (3, 3, 3, 1, 1), 3),
+    "head_pitch": (HEAD_INPUTS, (3, 3, 3, 1, 1), 3),
+    "head_roll": (HEAD_INPUTS, (3, 3, 3, 1, 1), 3),
 }
 #: Gaze is fitted and judged only where the eye is open this far (eye widths, drawn and read):
 #: below it the tracker holds the last gaze, as during a blink.
@@ -102,6 +120,8 @@ READABLE_APERTURE = 0.45
 RIDGE = 1e-4
 #: Points further than this many robust SDs from a fit are tracker failures, left out.
 OUTLIER_SDS = 4.0
+#: Wanted parameter sets on which a corrected calibration's functions are refitted (no rendering).
+DENSE_POINTS = 20000
 #: Head-pose bands of the held-out figures (largest of |yaw|, |pitch|, |roll|, degrees).
 HEAD_BANDS = ((0.0, 15.0), (15.0, 30.0), (30.0, 45.0))
 
@@ -268,6 +288,66 @@ def fit_inverse(drawn: dict[str, np.ndarray], read: dict[str, np.ndarray]) -> Ca
     return Calibration(functions)
 
 
+def closed_loop_sample(n: int, seed: int) -> list[MaskParams]:
+    """Wanted parameter sets for a closed-loop step: a third over the human range, a third over a
+    consult's usual range, a third of a patient looking at the screen."""
+    third = n // 3
+    return (sample_human_range(third, seed) + sample_human_range(third, seed + 1, CONSULT_RANGE)
+            + sample_fixating(n - 2 * third, seed + 2))
+
+
+def correct(calibration: Calibration, wanted: list[MaskParams], measured: list[MaskParams | None],
+            seed: int) -> Calibration:
+    """Take out what the closed loop still gets wrong on average.
+
+    The error left (read minus wanted) of each eye's gaze and aperture and of the head pose is fitted
+    as a polynomial of the wanted values (the same inputs as the functions); then each function is
+    refitted, on a large sample of wanted values (no rendering), to draw what it drew for the wanted
+    values minus that error. The inverse fit of steps 1-2 is a regression of what was drawn on what was
+    read, whose noise biases it; this step aims at the loop's own mean error, and so at the vergence
+    bias, directly.
+    """
+    want, read = columns(wanted), columns(measured)
+    errors: dict[str, Polynomial] = {}
+    for name, (inputs, caps, _) in FUNCTIONS.items():
+        key = {"opening": "aperture"}.get(name, name)
+        for side in ("right", "left") if name in EYE_OUTPUTS else ("",):
+            column = f"{side}.{key}" if side else key
+            x, error = inputs_of(want, inputs, side), read[column] - want[column]
+            ok = np.isfinite(x).all(1) & np.isfinite(error)
+            if key in ("gaze_yaw", "gaze_pitch"):
+                ok &= (want[f"{side}.aperture"] >= GAZE_MIN_APERTURE) & readable_direction(want, side)
+            if key == "aperture":
+                ok &= want[column] <= READABLE_APERTURE
+            low, high = function_box(inputs)
+            errors[column] = fit_polynomial(x[ok], error[ok], inputs, 2, low, high, np.zeros(len(inputs)),
+                                            [min(c, 2) for c in caps])
+    table = columns(closed_loop_sample(DENSE_POINTS, seed))
+    corrected = {}
+    for column, error in errors.items():
+        side = column.split(".")[0] if "." in column else ""
+        corrected[column] = table[column] - error(inputs_of(table, error.inputs, side))
+    # each function is fed its own quantities corrected (an eye's gaze for its rotation, its aperture for its
+    # opening, the head's pose for the head's); its other inputs say what is wanted around it
+    own = {"gaze_yaw": ("gaze_yaw", "gaze_pitch"), "gaze_pitch": ("gaze_yaw", "gaze_pitch"),
+           "opening": ("aperture",), "head_yaw": ("head_yaw", "head_pitch", "head_roll"),
+           "head_pitch": ("head_yaw", "head_pitch", "head_roll"), "head_roll": ("head_yaw", "head_pitch", "head_roll")}
+    functions: dict[str, Polynomial] = {}
+    for name, function in calibration.functions.items():
+        side, _, output = name.rpartition(".")
+        shifted = dict(table)
+        for key in own[output]:
+            column = f"{side}.{key}" if side else key
+            shifted[column] = corrected[column]
+        target = function(inputs_of(shifted, function.inputs, side))
+        x = inputs_of(table, function.inputs, side)
+        ok = np.isfinite(x).all(1) & np.isfinite(target)
+        caps = [int(c) for c in function.powers.max(0)]
+        functions[name] = fit_polynomial(x[ok], target[ok], function.inputs, int(function.powers.sum(1).max()),
+                                         function.low, function.high, function.extend, caps)
+    return Calibration(functions)
+
+
 def drawn_columns(calibration: Calibration, wanted: list[MaskParams]) -> dict[str, np.ndarray]:
     """What ``calibration`` drew for each parameter set, as named columns."""
     return columns([calibration.drawn(p) for p in wanted])
@@ -307,8 +387,12 @@ def print_figures(figures: dict[str, object]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2000, help="open-loop parameter sets")
-    parser.add_argument("--closed", type=int, default=1600, help="closed-loop parameter sets per round")
+    parser.add_argument("--fixating", type=int, default=1500,
+                        help="open-loop parameter sets of a patient looking at the screen")
+    parser.add_argument("--closed", type=int, default=2400, help="closed-loop parameter sets per round")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--corrections", type=int, default=1,
+                        help="closed-loop steps that take out the mean error left (step 3)")
     parser.add_argument("--held-out", type=int, default=400)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, help="folder keeping each stage's measurements")
@@ -320,12 +404,14 @@ def main() -> None:
     drawn = sample_human_range(args.samples, args.seed, DRAWN_RANGE)
     drawn_table = columns(drawn)
     read_table = columns(measure(Calibration.identity(), drawn, args.cache, "open"))
+    print(f"open loop: {args.fixating} renders of a patient looking at the screen", flush=True)
+    drawn = sample_fixating(args.fixating, args.seed + 7, {**HUMAN_RANGE, **FIXATING_DRAWN})
+    drawn_table = merge(drawn_table, columns(drawn))
+    read_table = merge(read_table, columns(measure(Calibration.identity(), drawn, args.cache, "open-fixating")))
     calibration = fit_inverse(drawn_table, read_table)
 
     for round_ in range(1, args.rounds + 1):
-        half = args.closed // 2
-        wanted = (sample_human_range(half, args.seed + 100 * round_)
-                  + sample_human_range(args.closed - half, args.seed + 100 * round_ + 1, CONSULT_RANGE))
+        wanted = closed_loop_sample(args.closed, args.seed + 100 * round_)
         measured = measure(calibration, wanted, args.cache, f"closed{round_}")
         print(f"closed loop {round_}:", flush=True)
         print_figures(held_out_figures(wanted, measured))
@@ -333,6 +419,13 @@ def main() -> None:
         drawn_table = merge(drawn_table, drawn_columns(calibration, wanted))
         read_table = merge(read_table, columns(measured))
         calibration = fit_inverse(drawn_table, read_table)
+
+    for step in range(1, args.corrections + 1):
+        wanted = closed_loop_sample(args.closed, args.seed + 500 * step)
+        measured = measure(calibration, wanted, args.cache, f"correct{step}")
+        print(f"closed loop before correction {step}:", flush=True)
+        print_figures(held_out_figures(wanted, measured))
+        calibration = correct(calibration, wanted, measured, args.seed + 500 * step + 7)
 
     wanted = sample_human_range(args.held_out, args.seed + 9999)
     measured = measure(calibration, wanted, args.cache, "held-out")
@@ -343,13 +436,19 @@ def main() -> None:
     consult = held_out_figures(wanted, measure(calibration, wanted, args.cache, "held-out-consult"))
     print("held out, a consult's usual range:", flush=True)
     print_figures(consult)
+    wanted = sample_fixating(args.held_out // 2, args.seed + 9997)
+    fixating = held_out_figures(wanted, measure(calibration, wanted, args.cache, "held-out-fixating"))
+    print("held out, looking at the screen:", flush=True)
+    print_figures(fixating)
     info = {
         "fitted_on": "renders of the avatar alone (proxy.avatar.response.RoundTrip, file settings)",
-        "samples": {"open": args.samples, "closed": args.closed, "rounds": args.rounds, "held_out": args.held_out},
+        "samples": {"open": args.samples, "open_fixating": args.fixating, "closed": args.closed,
+                    "rounds": args.rounds, "corrections": args.corrections, "held_out": args.held_out},
         "seed": args.seed,
         "readable_aperture": READABLE_APERTURE,
         "held_out": figures,
         "held_out_consult": consult,
+        "held_out_fixating": fixating,
     }
     Calibration(calibration.functions, info).save(args.out)
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")

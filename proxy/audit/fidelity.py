@@ -38,6 +38,7 @@ from proxy.files.media import VideoReader
 from proxy.params import MaskParams
 from proxy.pipeline import MaskPipeline
 from proxy.tracking.blinks import BlinkCounter
+from proxy.tracking.confidence import GAZE_MIN_APERTURE
 from proxy.tracking.tracker import FaceTracker
 
 #: The measured signals (fields of MaskParams), with their units.
@@ -243,6 +244,14 @@ def clip_stats(clip: ClipTrace) -> dict[str, Any]:
                 "measured_both": measured_both,
             }
         gaze = eyes[eye]["gaze"]
+        # the same share over the frames where the original's lids read open: a closed eye has no gaze to
+        # measure (never guessed), so a clip with many blinks cannot reach the target above however well
+        # the mask does; this says how much of the shortfall is blinks (not a target, reported beside it)
+        aperture = clip.signal(f"{eye}_aperture")
+        open_o = found_o & ~(aperture < GAZE_MIN_APERTURE)
+        ok_o = open_o & ~np.isnan(clip.signal(f"{eye}_gaze_yaw")) & ~np.isnan(clip.signal(f"{eye}_gaze_pitch"))
+        ok_m = found_m & ~np.isnan(clip.signal(f"{eye}_gaze_yaw", masked=True))
+        gaze["measured_both_eye_open"] = _share(ok_o & ok_m, open_o)
         gaze["target"] = GAZE_MEASURED_TARGET
         gaze["pass"] = gaze["measured_both"] is not None and gaze["measured_both"] >= GAZE_MEASURED_TARGET
     found_given = _share(found_m, found_o)

@@ -8,10 +8,15 @@ maps the *wanted* parameters (what the tracker measured on the patient) to the *
 ones, jointly over the parameters that interact:
 
 * each eye's drawn rotation (yaw, pitch): a function of that eye's wanted gaze and
-  aperture and of the head's pose and size;
-* each eye's drawn opening: a function of that eye's wanted aperture, lid split and gaze
-  pitch, and of the head's pose and size;
-* the drawn head pose: a function of the wanted head pose.
+  aperture and of the head's pose, size and place in the picture;
+* each eye's drawn opening could be one of that eye's wanted aperture, lid split and gaze
+  pitch and of the head's (a calibration without it draws the lids at their measured
+  absolute height, which is what the shipped one does: our tracker reads the avatar's lids
+  compressed, and taking that out drew them far from normal for a person looking at the
+  picture; see ``models/make_calibration.py``);
+* the drawn head pose: a function of the wanted head pose and the head's place (the
+  tracker reads a head off the camera's axis a little turned: the avatar is drawn in
+  perspective, as a camera sees a patient).
 
 Each function is a low-order polynomial in all its inputs, fitted by
 ``models/make_calibration.py`` on renders of the avatar itself at known parameters (never
@@ -47,7 +52,7 @@ CALIBRATION_FILE = "avatar_calibration.npz"
 MAX_DRAWN_YAW, MAX_DRAWN_PITCH = 60.0, 45.0
 #: Inputs of the functions, by name: the eye's own values, then the head's.
 EYE_INPUTS = ("gaze_yaw", "gaze_pitch", "aperture", "share")
-HEAD_INPUTS = ("head_yaw", "head_pitch", "head_roll", "head_scale")
+HEAD_INPUTS = ("head_yaw", "head_pitch", "head_roll", "head_scale", "head_x", "head_y")
 #: The functions a calibration holds: per eye (``right.`` / ``left.``) and for the head.
 EYE_OUTPUTS = ("gaze_yaw", "gaze_pitch", "opening")
 HEAD_OUTPUTS = ("head_yaw", "head_pitch", "head_roll")
@@ -123,6 +128,8 @@ def _values(params: MaskParams, side: str) -> dict[str, float]:
         "head_pitch": params.head_pitch,
         "head_roll": params.head_roll,
         "head_scale": params.head_scale,
+        "head_x": params.head_x,
+        "head_y": params.head_y,
     }
 
 

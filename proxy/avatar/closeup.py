@@ -40,7 +40,8 @@ class EyeCloseupRenderer(AvatarRenderer):
                  fill: float = FILL, **kwargs: object) -> None:
         if not 0.1 <= fill <= 1.0:
             raise ValueError(f"fill must be between 0.1 and 1, not {fill}")
-        super().__init__(width, height, **kwargs)  # type: ignore[arg-type]
+        # weak perspective: a pinhole camera close enough to frame the eyes would distort them
+        super().__init__(width, height, **{"perspective": False, **kwargs})  # type: ignore[arg-type]
         self.stabilize = stabilize
         self.fill = fill
         corners = self.template.vertices[list(OUTER_CORNERS)].astype(float)

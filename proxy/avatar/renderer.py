@@ -6,13 +6,16 @@ brows and lips placed where the parameters say. The renderer's only input is
 ``MaskParams``: there is no path from camera pixels to its output, and the
 same parameters always give the same bytes.
 
-It is the inverse of :class:`~proxy.avatar.retarget.Retargeter`: the camera is weak
-perspective (the tracker's model), the template origin lands on
-(``head_x`` x width, ``head_y`` x height) and the outer eye corners are
-``head_scale`` x height apart, and eye rotations, lids and head pose are drawn
-through the avatar's :class:`~proxy.avatar.calibration.Calibration`, so tracking
-the rendered avatar measures the same parameters back
-(``tests/avatar/test_calibration.py`` checks this round trip).
+It is the inverse of :class:`~proxy.avatar.retarget.Retargeter`, geometry first: the
+camera is the nominal pinhole camera the retargeter assumes (:mod:`.camera`), the
+template origin shows at (``head_x`` x width, ``head_y`` x height) at the distance
+where the outer eye corners are ``head_scale`` x height apart, the head pose is the
+pose seen along the line of sight to the head (as the retargeter's fit reports it),
+and each eyeball's optical (pupillary) axis is drawn angle kappa temporal of the
+line of sight the gaze gives. What the tracker still reads differently is taken out
+by the avatar's :class:`~proxy.avatar.calibration.Calibration`, through which eye
+rotations, lids and head pose are drawn, so tracking the rendered avatar measures
+the same parameters back (``tests/avatar/test_calibration.py`` checks this round trip).
 
 One headless OpenGL context (EGL) per renderer, an offscreen framebuffer, and
 the picture read back into a caller's numpy array: no window, no globals.
@@ -31,6 +34,7 @@ import numpy as np
 
 from proxy.avatar.body import UpperBody, body_angles
 from proxy.avatar.calibration import Calibration, load_calibration
+from proxy.avatar.camera import Camera, towards
 from proxy.avatar.mesh import (
     EYEBALL_RADIUS_CM,
     IRIS_RADIUS_CM,
@@ -39,6 +43,7 @@ from proxy.avatar.mesh import (
     eyeball_centres,
     sphere,
 )
+from proxy.avatar.retarget import KAPPA_DEG
 from proxy.avatar.template import Template, load_template
 from proxy.params import MaskParams
 from proxy.resources import SHADERS
@@ -132,14 +137,18 @@ class AvatarRenderer:
     ``supersample`` k draws at k times the output's width and height and averages each k x k
     block (see :data:`OFFLINE_SUPERSAMPLE`); it is lowered for large frames so that the drawn
     picture stays within :data:`MAX_SUPERSAMPLED_SIDE`. 1 draws at the output's size.
+
+    ``perspective`` (the default) draws through the nominal pinhole camera of the picture's size,
+    as the retargeter reads it; ``False`` draws in weak perspective (the eye close-up's framing).
     """
 
     def __init__(self, width: int, height: int, backend: str | None = None,
                  template: Template | None = None, samples: int = SAMPLES,
-                 calibration: Calibration | None = None, supersample: int = 1) -> None:
+                 calibration: Calibration | None = None, supersample: int = 1, perspective: bool = True) -> None:
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.supersample = int(supersample)
+        self.perspective = perspective
         self.template = template or load_template()
         self.calibration = calibration if calibration is not None else load_calibration()
         self.mesh = AvatarMesh(self.template)
@@ -329,23 +338,36 @@ class AvatarRenderer:
         ctx.enable_only(moderngl.DEPTH_TEST)
         ctx.clear(*BACKGROUND, 1.0, depth=1.0)
         rotation = head_rotation(params.head_yaw, params.head_pitch, params.head_roll)
-        head = _mat3(rotation)
-        scale = float(params.head_scale) * height / self._corner_cm
+        turn = np.eye(3)
+        k = self.factor
         # pixel centres sit at integers in the output; a drawn pixel is 1/k of an output pixel
-        half = 0.5 * (self.factor - 1)
-        origin = (float(params.head_x) * self.width * self.factor + half,
-                  float(params.head_y) * self.height * self.factor + half)
+        half = 0.5 * (k - 1)
+        pixels_per_cm = float(params.head_scale) * self.height / self._corner_cm  # output pixels
+        focal, centre, position = 0.0, (0.0, 0.0), (0.0, 0.0, -1.0)
+        if self.perspective:
+            camera = Camera.nominal(self.width, self.height)
+            place = camera.place(float(params.head_x) * self.width, float(params.head_y) * self.height,
+                                 pixels_per_cm)
+            # the pose is as seen along the line of sight to the head: turn it into the camera's frame
+            turn = towards(-place)
+            focal, centre = camera.focal * k, (camera.cx * k + half, camera.cy * k + half)
+            position = tuple(float(c) for c in place)
+        head = _mat3(turn @ rotation)
+        origin = (float(params.head_x) * self.width * k + half, float(params.head_y) * self.height * k + half)
         for program in (skin, eye):
             program["u_head"].write(head)
-            program["u_scale"].value = scale
+            program["u_scale"].value = pixels_per_cm * k
             program["u_origin"].value = origin
+            program["u_focal"].value = focal
+            program["u_centre"].value = centre
+            program["u_position"].value = position
             program["u_size"].value = (float(width), float(height))
             program["u_dim"].value = SEARCHING_DIM if searching else 1.0
         skin["u_local"].write(_mat3(np.eye(3)))
         skin["u_offset"].value = (0.0, 0.0, 0.0)
         self._head_vao.render(moderngl.TRIANGLES)
         body = head_rotation(*body_angles(params.head_yaw, params.head_pitch, params.head_roll))
-        self._body_dynamic[:, :3], self._body_dynamic[:, 3:] = self.body.pose(rotation, body)
+        self._body_dynamic[:, :3], self._body_dynamic[:, 3:] = self.body.pose(turn @ rotation, turn @ body)
         self._body_vbo.write(self._body_dynamic)
         skin["u_head"].write(_mat3(np.eye(3)))  # posed in the head's camera frame already
         # The body is a closed tube: its far side is never seen, so it is culled (half the fill). Its
@@ -355,10 +377,12 @@ class AvatarRenderer:
         self._body_vao.render(moderngl.TRIANGLES)
         ctx.front_face = "ccw"
         ctx.disable(moderngl.CULL_FACE)
-        for centre, (yaw, pitch) in zip(self._eye_centres,
-                                        ((params.right_gaze_yaw, params.right_gaze_pitch),
-                                         (params.left_gaze_yaw, params.left_gaze_pitch)), strict=True):
-            eye["u_local"].write(_mat3(eye_rotation(yaw, pitch)))
+        # each eyeball's optical axis lies kappa temporal of its line of sight (the gaze)
+        for centre, (yaw, pitch), nasal in zip(self._eye_centres,
+                                               ((params.right_gaze_yaw, params.right_gaze_pitch),
+                                                (params.left_gaze_yaw, params.left_gaze_pitch)), (1.0, -1.0),
+                                               strict=True):
+            eye["u_local"].write(_mat3(eye_rotation(float(yaw) - nasal * KAPPA_DEG, float(pitch))))
             eye["u_offset"].value = tuple(float(c) for c in centre)
             self._eye_vao.render(moderngl.TRIANGLES)
         if searching:

@@ -40,12 +40,12 @@ HUMAN_RANGE: dict[str, tuple[float, float]] = {
     "head_pitch": (-25.0, 25.0),
     "head_roll": (-20.0, 20.0),
     "head_scale": (0.14, 0.32),
-    "head_x": (0.42, 0.58),
-    "head_y": (0.40, 0.50),
+    "head_x": (0.3, 0.7),
+    "head_y": (0.32, 0.62),
     "gaze_yaw": (-30.0, 30.0),
     "gaze_pitch": (-15.0, 20.0),
     "aperture": (0.0, 0.8),
-    "upper_share": (0.45, 0.75),
+    "upper_share": (0.5, 0.85),
     "camera_yaw": (-35.0, 35.0),
     "camera_pitch": (-20.0, 25.0),
 }
@@ -58,6 +58,18 @@ SIZE = (640, 480)
 #: own crop of the time before, as a stream follows a still face. The crop settles by the fifth:
 #: gaze read over 9 positions of the same face spreads 0.7 deg (SD) after two, 0.1 after five.
 TRACK_PASSES = 5
+
+
+#: A patient in a consult looks at the screen, around the camera, whatever the head's pose: the eyes make
+#: up for the head (a head bent down 12 deg looks up about as much). The common direction of the two eyes
+#: from the camera (head plus gaze) lies within ``fixation_yaw`` / ``fixation_pitch``; each eye deviates
+#: from it by up to ``deviation_yaw`` / ``deviation_pitch`` on its own (a squint, or none).
+FIXATION_RANGE: dict[str, tuple[float, float]] = {
+    "fixation_yaw": (-12.0, 12.0),
+    "fixation_pitch": (-10.0, 15.0),
+    "deviation_yaw": (-6.0, 6.0),
+    "deviation_pitch": (-3.0, 3.0),
+}
 
 
 def latin_hypercube(n: int, ranges: Sequence[tuple[float, float]], rng: np.random.Generator) -> np.ndarray:
@@ -114,6 +126,37 @@ def sample_human_range(n: int, seed: int, ranges: dict[str, tuple[float, float]]
     while len(chosen) < n:
         candidates = _sample(4 * n, names, ranges, rng)
         chosen += [p for p in candidates if _within_camera(p, ranges)]
+    return chosen[:n]
+
+
+def sample_fixating(n: int, seed: int, ranges: dict[str, tuple[float, float]] | None = None,
+                    fixation: dict[str, tuple[float, float]] | None = None) -> list[MaskParams]:
+    """``n`` parameter sets of a patient looking at the screen (see :data:`FIXATION_RANGE`).
+
+    Head pose, place and size and the lids cover ``ranges`` (default :data:`HUMAN_RANGE`); each
+    eye's gaze is the fixation's direction minus the head's, plus that eye's own deviation, and
+    stays within the gaze ranges. A sample over the human range sees a head bent down with the
+    eyes turned up (the commonest posture in front of a laptop) only in its far corner.
+    """
+    ranges = ranges or HUMAN_RANGE
+    fixation = fixation or FIXATION_RANGE
+    rng = np.random.default_rng(seed)
+    chosen: list[MaskParams] = []
+    while len(chosen) < n:
+        candidates = sample_human_range(2 * n, int(rng.integers(1 << 31)), ranges)
+        keys = ("fixation_yaw", "fixation_pitch", "deviation_yaw", "deviation_yaw", "deviation_pitch",
+                "deviation_pitch")
+        spread = latin_hypercube(len(candidates), [fixation[k] for k in keys], rng)
+        for i, params in enumerate(candidates):
+            look_yaw, look_pitch, *deviations = spread[i]
+            values: dict[str, float] = {}
+            for k, side in enumerate(("right", "left")):
+                values[f"{side}_gaze_yaw"] = float(look_yaw + deviations[k] - params.head_yaw)
+                values[f"{side}_gaze_pitch"] = float(look_pitch + deviations[2 + k] - params.head_pitch)
+            if all(ranges["gaze_yaw"][0] <= values[f"{side}_gaze_yaw"] <= ranges["gaze_yaw"][1]
+                   and ranges["gaze_pitch"][0] <= values[f"{side}_gaze_pitch"] <= ranges["gaze_pitch"][1]
+                   for side in ("right", "left")):
+                chosen.append(dataclasses.replace(params, **values))
     return chosen[:n]
 
 
