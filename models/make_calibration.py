@@ -113,8 +113,8 @@ FUNCTIONS: dict[str, tuple[tuple[str, ...], tuple[int, ...], int]] = {
 #: below it the tracker holds the last gaze, as during a blink.
 GAZE_MIN_APERTURE = 0.2
 #: Apertures the tracker reads: its iris model puts the lids no further apart than about this
-#: (eye widths), on the avatar as on real eyes, however wide they are drawn. Above it the
-#: opening is fitted as the continuation of the readable part.
+#: (eye widths), on the avatar as on real eyes, however wide they are drawn. The functions' aperture
+#: input covers up to it, and held-out aperture errors are judged only below it.
 READABLE_APERTURE = 0.45
 #: Ridge penalty (relative to the mean squared feature) that keeps high-order terms tame.
 RIDGE = 1e-4
@@ -258,28 +258,29 @@ def readable_direction(read: dict[str, np.ndarray], side: str) -> np.ndarray:
     return ok
 
 
+def gaze_rows(drawn: dict[str, np.ndarray], seen: dict[str, np.ndarray], side: str) -> np.ndarray:
+    """Rows whose gaze informs a fit: the eye drawn open (:data:`GAZE_MIN_APERTURE`) and its direction from
+    the camera, as ``seen`` (read back, or wanted), within the human range."""
+    return (drawn[f"{side}.aperture"] >= GAZE_MIN_APERTURE) & readable_direction(seen, side)
+
+
 def fit_inverse(drawn: dict[str, np.ndarray], read: dict[str, np.ndarray]) -> Calibration:
     """Each drawn value as a polynomial of the values read back: the calibration's functions.
 
     Gaze is fitted where the eye was drawn open (:data:`GAZE_MIN_APERTURE`), its gaze was read and
-    its direction from the camera lies within the human range; the opening where the aperture read
-    is within the readable range. Beyond the range each function goes on at its mean slope along
-    its own input and ignores the others (a wider-open eye than the tracker reads is drawn wider).
+    its direction from the camera lies within the human range. Beyond the range each function goes
+    on at its mean slope along its own input and ignores the others.
     """
     functions: dict[str, Polynomial] = {}
     for name, (inputs, caps, degree) in FUNCTIONS.items():
         sides = ("right", "left") if name in EYE_OUTPUTS else ("",)
-        key = {"opening": "aperture"}.get(name, name)
         for side in sides:
-            column = f"{side}.{key}" if side else key
+            column = f"{side}.{name}" if side else name
             x, target = inputs_of(read, inputs, side), drawn[column]
             ok = np.isfinite(x).all(1) & np.isfinite(target)
-            if key in ("gaze_yaw", "gaze_pitch"):
-                ok &= (drawn[f"{side}.aperture"] >= GAZE_MIN_APERTURE) & np.isfinite(read[column])
-                ok &= readable_direction(read, side)
-            if key == "aperture":
-                ok &= read[column] <= READABLE_APERTURE + 0.03
-            own = inputs.index(key)
+            if side:
+                ok &= gaze_rows(drawn, read, side) & np.isfinite(read[column])
+            own = inputs.index(name)
             slope = float(np.polyfit(x[ok, own], target[ok], 1)[0])
             extend = np.array([slope if i == own else 0.0 for i in range(len(inputs))])
             low, high = function_box(inputs)
@@ -300,7 +301,7 @@ def correct(calibration: Calibration, wanted: list[MaskParams], measured: list[M
             seed: int) -> Calibration:
     """Take out what the closed loop still gets wrong on average.
 
-    The error left (read minus wanted) of each eye's gaze and aperture and of the head pose is fitted
+    The error left (read minus wanted) of each eye's gaze and of the head pose is fitted
     as a polynomial of the wanted values (the same inputs as the functions); then each function is
     refitted, on a large sample of wanted values (no rendering), to draw what it drew for the wanted
     values minus that error. The inverse fit of steps 1-2 is a regression of what was drawn on what was
@@ -310,15 +311,12 @@ def correct(calibration: Calibration, wanted: list[MaskParams], measured: list[M
     want, read = columns(wanted), columns(measured)
     errors: dict[str, Polynomial] = {}
     for name, (inputs, caps, _) in FUNCTIONS.items():
-        key = {"opening": "aperture"}.get(name, name)
         for side in ("right", "left") if name in EYE_OUTPUTS else ("",):
-            column = f"{side}.{key}" if side else key
+            column = f"{side}.{name}" if side else name
             x, error = inputs_of(want, inputs, side), read[column] - want[column]
             ok = np.isfinite(x).all(1) & np.isfinite(error)
-            if key in ("gaze_yaw", "gaze_pitch"):
-                ok &= (want[f"{side}.aperture"] >= GAZE_MIN_APERTURE) & readable_direction(want, side)
-            if key == "aperture":
-                ok &= want[column] <= READABLE_APERTURE
+            if side:
+                ok &= gaze_rows(want, want, side)
             low, high = function_box(inputs)
             errors[column] = fit_polynomial(x[ok], error[ok], inputs, 2, low, high, np.zeros(len(inputs)),
                                             [min(c, 2) for c in caps])
@@ -327,16 +325,13 @@ def correct(calibration: Calibration, wanted: list[MaskParams], measured: list[M
     for column, error in errors.items():
         side = column.split(".")[0] if "." in column else ""
         corrected[column] = table[column] - error(inputs_of(table, error.inputs, side))
-    # each function is fed its own quantities corrected (an eye's gaze for its rotation, its aperture for its
-    # opening, the head's pose for the head's); its other inputs say what is wanted around it
-    own = {"gaze_yaw": ("gaze_yaw", "gaze_pitch"), "gaze_pitch": ("gaze_yaw", "gaze_pitch"),
-           "opening": ("aperture",), "head_yaw": ("head_yaw", "head_pitch", "head_roll"),
-           "head_pitch": ("head_yaw", "head_pitch", "head_roll"), "head_roll": ("head_yaw", "head_pitch", "head_roll")}
+    # each function is fed its own quantities corrected (an eye's gaze for its rotation, the head's pose for
+    # the head's); its other inputs say what is wanted around it
     functions: dict[str, Polynomial] = {}
     for name, function in calibration.functions.items():
         side, _, output = name.rpartition(".")
         shifted = dict(table)
-        for key in own[output]:
+        for key in ("gaze_yaw", "gaze_pitch") if side else ("head_yaw", "head_pitch", "head_roll"):
             column = f"{side}.{key}" if side else key
             shifted[column] = corrected[column]
         target = function(inputs_of(shifted, function.inputs, side))
@@ -384,6 +379,16 @@ def print_figures(figures: dict[str, object]) -> None:
         print(f"{band:14s}" + "".join(f"{values[k]:20.3f}" for k in keys))
 
 
+def measure_and_report(calibration: Calibration, wanted: list[MaskParams], cache: Path | None, label: str,
+                       title: str) -> tuple[list[MaskParams | None], dict[str, object]]:
+    """track(render(p)) through ``calibration`` (:func:`measure`), its figures printed under ``title``."""
+    measured = measure(calibration, wanted, cache, label)
+    figures = held_out_figures(wanted, measured)
+    print(f"{title}:", flush=True)
+    print_figures(figures)
+    return measured, figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2000, help="open-loop parameter sets")
@@ -412,9 +417,7 @@ def main() -> None:
 
     for round_ in range(1, args.rounds + 1):
         wanted = closed_loop_sample(args.closed, args.seed + 100 * round_)
-        measured = measure(calibration, wanted, args.cache, f"closed{round_}")
-        print(f"closed loop {round_}:", flush=True)
-        print_figures(held_out_figures(wanted, measured))
+        measured, _ = measure_and_report(calibration, wanted, args.cache, f"closed{round_}", f"closed loop {round_}")
         # what was drawn and what was read there are more pairs for the same fit, where it matters most
         drawn_table = merge(drawn_table, drawn_columns(calibration, wanted))
         read_table = merge(read_table, columns(measured))
@@ -422,24 +425,16 @@ def main() -> None:
 
     for step in range(1, args.corrections + 1):
         wanted = closed_loop_sample(args.closed, args.seed + 500 * step)
-        measured = measure(calibration, wanted, args.cache, f"correct{step}")
-        print(f"closed loop before correction {step}:", flush=True)
-        print_figures(held_out_figures(wanted, measured))
+        measured, _ = measure_and_report(calibration, wanted, args.cache, f"correct{step}",
+                                         f"closed loop before correction {step}")
         calibration = correct(calibration, wanted, measured, args.seed + 500 * step + 7)
 
-    wanted = sample_human_range(args.held_out, args.seed + 9999)
-    measured = measure(calibration, wanted, args.cache, "held-out")
-    figures = held_out_figures(wanted, measured)
-    print("held out, human range:", flush=True)
-    print_figures(figures)
-    wanted = sample_human_range(args.held_out // 2, args.seed + 9998, CONSULT_RANGE)
-    consult = held_out_figures(wanted, measure(calibration, wanted, args.cache, "held-out-consult"))
-    print("held out, a consult's usual range:", flush=True)
-    print_figures(consult)
-    wanted = sample_fixating(args.held_out // 2, args.seed + 9997)
-    fixating = held_out_figures(wanted, measure(calibration, wanted, args.cache, "held-out-fixating"))
-    print("held out, looking at the screen:", flush=True)
-    print_figures(fixating)
+    figures = measure_and_report(calibration, sample_human_range(args.held_out, args.seed + 9999), args.cache,
+                                 "held-out", "held out, human range")[1]
+    consult = measure_and_report(calibration, sample_human_range(args.held_out // 2, args.seed + 9998, CONSULT_RANGE),
+                                 args.cache, "held-out-consult", "held out, a consult's usual range")[1]
+    fixating = measure_and_report(calibration, sample_fixating(args.held_out // 2, args.seed + 9997), args.cache,
+                                  "held-out-fixating", "held out, looking at the screen")[1]
     info = {
         "fitted_on": "renders of the avatar alone (proxy.avatar.response.RoundTrip, file settings)",
         "samples": {"open": args.samples, "open_fixating": args.fixating, "closed": args.closed,

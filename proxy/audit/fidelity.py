@@ -231,6 +231,10 @@ def clip_stats(clip: ClipTrace) -> dict[str, Any]:
     eyes: dict[str, Any] = {}
     for eye in EYES:
         eyes[eye] = {}
+        # a closed eye has no gaze to measure (never guessed), so a clip with many blinks cannot reach the gaze
+        # target however well the mask does: the share over the frames where the original's lids read open says
+        # how much of the shortfall is blinks (not a target, reported beside it)
+        open_o = found_o & ~(clip.signal(f"{eye}_aperture") < GAZE_MIN_APERTURE)
         for part, names in (("gaze", (f"{eye}_gaze_yaw", f"{eye}_gaze_pitch")),
                             ("aperture", (f"{eye}_aperture",))):
             ok_o = found_o & np.all([~np.isnan(clip.signal(s)) for s in names], axis=0)
@@ -243,15 +247,9 @@ def clip_stats(clip: ClipTrace) -> dict[str, Any]:
                 "agreement": _share(ok_o == ok_m, both),  # measurable in both or in neither, of shared face frames
                 "measured_both": measured_both,
             }
+            if part == "gaze":
+                eyes[eye][part]["measured_both_eye_open"] = _share(ok_o & ok_m & open_o, open_o)
         gaze = eyes[eye]["gaze"]
-        # the same share over the frames where the original's lids read open: a closed eye has no gaze to
-        # measure (never guessed), so a clip with many blinks cannot reach the target above however well
-        # the mask does; this says how much of the shortfall is blinks (not a target, reported beside it)
-        aperture = clip.signal(f"{eye}_aperture")
-        open_o = found_o & ~(aperture < GAZE_MIN_APERTURE)
-        ok_o = open_o & ~np.isnan(clip.signal(f"{eye}_gaze_yaw")) & ~np.isnan(clip.signal(f"{eye}_gaze_pitch"))
-        ok_m = found_m & ~np.isnan(clip.signal(f"{eye}_gaze_yaw", masked=True))
-        gaze["measured_both_eye_open"] = _share(ok_o & ok_m, open_o)
         gaze["target"] = GAZE_MEASURED_TARGET
         gaze["pass"] = gaze["measured_both"] is not None and gaze["measured_both"] >= GAZE_MEASURED_TARGET
     found_given = _share(found_m, found_o)
