@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from proxy.avatar.renderer import rasterise_inline
 from proxy.consult.config import Config
 from proxy.consult.logs import setup_logging
 from proxy.consult.metrics import Metrics
@@ -59,6 +60,7 @@ class ConsultActor:
 
     def __init__(self, spec: ConsultSpec, config: Config, pipeline_factory: Callable[[], object] | None = None) -> None:
         setup_logging(config.log_level, config.log_json)
+        rasterise_inline()
         context = ray.get_runtime_context()
         self.spec = spec
         self.config = config

@@ -41,6 +41,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.avatar.renderer import rasterise_inline
 from proxy.consult import aiortc_speedups
 from proxy.consult.backend import AtCapacity, Backend, Consult, Gone, LocalBackend, Unavailable
 from proxy.consult.config import Config
@@ -479,6 +480,7 @@ def startup_warnings(config: Config, tls: bool) -> list[str]:
 
 def run_server(config: Config, backend: BackendFactory | None = None) -> int:
     """Serve until SIGINT/SIGTERM; prints the URL and, when generated, the API key (never a given one)."""
+    rasterise_inline()
     generated = not config.api_key
     if generated:
         config.api_key = secrets.token_urlsafe(32)
