@@ -49,6 +49,13 @@ void main() {
     }
     vec3 base = eye_colour(v_local);
     float diffuse = 0.72 * max(dot(n, KEY), 0.0) + 0.22 * max(dot(n, FILL), 0.0) + 0.18;
-    float specular = 0.45 * pow(max(dot(n, HALFWAY), 0.0), 120.0);
+    // h^120 = h^64 h^32 h^16 h^8 by squaring (cheaper than pow() on a CPU rasteriser; see skin.frag)
+    float h = max(dot(n, HALFWAY), 0.0);
+    float h8 = h * h;
+    h8 *= h8;
+    h8 *= h8;
+    float h16 = h8 * h8;
+    float h32 = h16 * h16;
+    float specular = 0.45 * h32 * h32 * h32 * h16 * h8;
     f_colour = vec4((base * diffuse + vec3(specular)) * u_dim, 1.0);
 }

@@ -44,6 +44,7 @@ from proxy.consult import aiortc_speedups, candidates, decode_guard
 from proxy.consult.config import Config
 from proxy.consult.encoding import SharedVideo, encode_keyframe, keyframe_packet
 from proxy.consult.exam_link import ExamLink
+from proxy.consult.gate import CpuGate
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
 from proxy.consult.recording_link import RecordingLink
@@ -188,8 +189,10 @@ class Room:
 
     def __init__(self, room_id: str, config: Config, metrics: Metrics | None = None,
                  pipeline_factory: Callable[[], object] | None = None,
-                 recordings: RecordingStore | None = None) -> None:
+                 recordings: RecordingStore | None = None, gate: CpuGate | None = None) -> None:
         self.id = room_id
+        #: The turns to mask in, shared by the process's consults (None: the worker masks whenever it has a frame).
+        self.gate = gate
         self.config = config
         self.metrics = metrics or Metrics()
         self.patient_token = secrets.token_urlsafe(24)
@@ -485,7 +488,7 @@ class Room:
                                   pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels,
                                   eye_samples=self.config.eye_samples, supersample=self.config.supersample,
                                   counts=self.counts, publish=self.masked.publish, late_after=STALL_SECONDS,
-                                  cost=self.metrics.costs.add)
+                                  cost=self.metrics.costs.add, gate=self.gate)
         self._worker.start()
         return self._worker
 
@@ -759,12 +762,15 @@ class RoomRegistry:
         #: The recordings folder each new consult records into (opened when the server starts); tests set their own.
         self.recordings: RecordingStore | None = None
         self._expiry: asyncio.Task[None] | None = None
+        #: The consults mask one frame at a time per CPU this process may use (see proxy.consult.gate).
+        self.gate = CpuGate()
 
     def start(self) -> None:
         self._expiry = asyncio.create_task(self._expire())
 
     def create(self) -> Room:
-        room = Room(secrets.token_urlsafe(9), self.config, self.metrics, self.pipeline_factory, self.recordings)
+        room = Room(secrets.token_urlsafe(9), self.config, self.metrics, self.pipeline_factory, self.recordings,
+                    self.gate)
         self.rooms[room.id] = room
         self.metrics.consults.set(len(self.rooms))
         log.info("room %s: created (%d open)", room.id, len(self.rooms))

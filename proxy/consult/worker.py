@@ -29,6 +29,7 @@ import av
 import cv2
 import numpy as np
 
+from proxy.consult.gate import CpuGate
 from proxy.params import MaskParams
 from proxy.pipeline import MaskPipeline, fit_size
 
@@ -108,10 +109,13 @@ class MaskWorker:
                  max_pixels: int = MAX_FRAME_PIXELS, eye_samples: int = 1,
                  supersample: int = 1, counts: MaskCounts | None = None,
                  publish: Callable[[av.VideoFrame, float], object] | None = None,
-                 late_after: float | None = None, cost: Callable[[str, float], None] | None = None) -> None:
+                 late_after: float | None = None, cost: Callable[[str, float], None] | None = None,
+                 gate: CpuGate | None = None) -> None:
         """``publish(frame, received)`` encodes and sends each avatar frame that is not later than
         ``late_after`` seconds (from the worker's thread); ``cost(stage, cpu_seconds)`` hears what each
-        stage cost; ``counts`` outlive this worker."""
+        stage cost; ``counts`` outlive this worker; ``gate`` (shared by a process's workers) gives the
+        turns to mask and encode in."""
+        self._gate = gate
         self._loop = loop
         self.counts = counts if counts is not None else MaskCounts()
         self._publish = publish
@@ -178,36 +182,28 @@ class MaskWorker:
                         self._cond.wait()
                     if not self._running:
                         return
-                    frame, received = self._pending  # type: ignore[misc]
-                    self._pending = None
-                    self.busy_since = time.monotonic()
-                result = None
-                if self.late_after is not None and time.monotonic() - received > self.late_after:
-                    self.counts.late += 1  # waited too long to be live: not worth masking
-                    self.busy_since = None
-                    continue
+                # the newest frame is taken once it is this worker's turn (frames that come meanwhile replace it)
+                turn = self._gate.acquire() if self._gate is not None else False
                 try:
-                    if pipeline is None:
-                        pipeline = self._make_pipeline()
-                    result = self._mask(pipeline, frame, received, index, self.max_pixels, self._cost)
-                except Exception as exc:  # noqa: BLE001 - any failure must end in a placeholder
-                    self.errors += 1
-                    self.counts.errors += 1
-                    log.error("masking failed (%s: %s); sending the placeholder", exc.__class__.__name__, exc)
-                    width, height = fit_size(frame.width, frame.height, self.max_pixels)
-                    result = MaskResult(rgb_to_frame(fault_placeholder(width, height), frame),
-                                        MaskParams.neutral(index, float(frame.time or 0.0)), received, fault=True)
-                    if pipeline is not None:
-                        try:
-                            pipeline.close()  # type: ignore[attr-defined]
-                        except Exception:  # noqa: BLE001
-                            pass
-                        pipeline = None
-                if result is not None and self._running:
-                    self._send(result)
+                    with self._cond:
+                        if not self._running or self._pending is None:
+                            return
+                        frame, received = self._pending
+                        self._pending = None
+                        self.busy_since = time.monotonic()
+                    if self.late_after is not None and time.monotonic() - received > self.late_after:
+                        self.counts.late += 1  # waited too long to be live: not worth masking
+                        self.busy_since = None
+                        continue
+                    result, pipeline = self._mask_or_card(pipeline, frame, received, index)
+                    if self._running:
+                        self._send(result)
+                finally:
+                    if turn:
+                        self._gate.release()  # type: ignore[union-attr]
                 self.busy_since = None
                 index += 1
-                if result is not None and self._running:
+                if self._running:
                     try:
                         self._loop.call_soon_threadsafe(self._on_result, result)
                     except RuntimeError:  # the loop is closed: we are shutting down
@@ -215,6 +211,27 @@ class MaskWorker:
         finally:
             if pipeline is not None:
                 pipeline.close()  # type: ignore[attr-defined]
+
+    def _mask_or_card(self, pipeline: object | None, frame: av.VideoFrame, received: float,
+                      index: int) -> tuple[MaskResult, object | None]:
+        """The masked frame, or the fault card if masking raised (the pipeline is then rebuilt for the next)."""
+        try:
+            if pipeline is None:
+                pipeline = self._make_pipeline()
+            return self._mask(pipeline, frame, received, index, self.max_pixels, self._cost), pipeline
+        except Exception as exc:  # noqa: BLE001 - any failure must end in a placeholder
+            self.errors += 1
+            self.counts.errors += 1
+            log.error("masking failed (%s: %s); sending the placeholder", exc.__class__.__name__, exc)
+            width, height = fit_size(frame.width, frame.height, self.max_pixels)
+            card = MaskResult(rgb_to_frame(fault_placeholder(width, height), frame),
+                              MaskParams.neutral(index, float(frame.time or 0.0)), received, fault=True)
+            if pipeline is not None:
+                try:
+                    pipeline.close()  # type: ignore[attr-defined]
+                except Exception:  # noqa: BLE001
+                    pass
+            return card, None
 
     def _send(self, result: MaskResult) -> None:
         """Encode and send the avatar frame, unless it is too late to be live."""
