@@ -5,8 +5,9 @@ Starts the proxy as its own process (optionally pinned to some CPUs), opens
 and a doctor client receiving, and reports per consult the frame rate the
 doctor receives, the proxy's added latency per minute (p50/p95, from the room
 state: camera frame received -> masked frame encoded, ready to send), dropped
-frames, and the proxy's peak memory; and the round trip of an offer through the API (median of a few,
-each answered but never connected). Bounded in time; loopback only.
+frames, the camera's bitrate as it arrives, and the proxy's peak memory; and the
+round trip of an offer through the API (median of a few, each answered but never
+connected). Bounded in time; loopback only.
 
 It also prints what a consult-frame (one masked frame delivered, per consult) costs the proxy in CPU
 milliseconds, part by part, from the server's ``maskproxy_cpu_seconds_total`` (proxy.consult.costs) between
@@ -179,11 +180,13 @@ async def _consults(base: str, key: str, clip: Path, size: tuple[int, int], cons
                 samples.append({"t": round(elapsed, 1), "consult": index, "doctor_fps": doctor_fps,
                                 "mask_fps": state["mask"]["fps"], "dropped": state["mask"]["dropped"],
                                 "latency_ms": state["mask"]["latency_ms"], "rss_mb": round(rss, 1),
+                                "camera_kbps": state["mask"].get("camera_kbps", 0),
                                 "peak_rss_mb": round(peak, 1),
                                 "counters": {k: state["mask"][k] for k in COUNTERS if k in state["mask"]}})
             print(f"  {elapsed:5.0f} s  " + "  ".join(
                 f"consult {s['consult']}: doctor {s['doctor_fps']:.1f} fps (mask {s['mask_fps']:.1f}), latency p50 "
-                f"{s['latency_ms']['p50']:.0f} p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}"
+                f"{s['latency_ms']['p50']:.0f} p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}, "
+                f"camera {s['camera_kbps']} kbit/s"
                 for s in samples[-consults:]) + f"  RSS {rss:.0f} MB", flush=True)
         for process in processes:
             await process.wait()
@@ -346,6 +349,8 @@ def summarise(samples: list[dict[str, Any]], consults: int) -> dict[str, Any]:
             "latency_first_minute": (minute_marks[0] if minute_marks else mine[0])["latency_ms"],
             "latency_last_minute": mine[-1]["latency_ms"],
             "dropped": mine[-1]["dropped"],
+            # the camera's bitrate moves the decoder's and the event loop's cost per frame (and the tracking)
+            "camera_kbps_mean": round(float(np.mean([s.get("camera_kbps", 0) for s in mine]))),
         })
     result["peak_rss_mb"] = max(s["peak_rss_mb"] for s in samples) if samples else 0.0
     result["peak_rss_mb_per_consult"] = round(result["peak_rss_mb"] / max(consults, 1), 1)

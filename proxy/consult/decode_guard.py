@@ -23,6 +23,8 @@ from typing import Any
 
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from proxy.consult.stats import ByteRate
+
 #: Pixels per VP8 macroblock (16x16): the unit of ``max-fs``.
 MACROBLOCK = 16
 #: Frame rate advertised in ``max-fr``: what a camera sends for a consult, and more than the masking keeps up with.
@@ -92,11 +94,13 @@ class GuardedDecoderQueue:
     a broken header).
     """
 
-    def __init__(self, inner: queue.Queue[Any], max_fs_mb: int, on_refused: Callable[[int, int], None]) -> None:
+    def __init__(self, inner: queue.Queue[Any], max_fs_mb: int, on_refused: Callable[[int, int], None],
+                 meter: ByteRate | None = None) -> None:
         self.inner = inner
         self.max_fs = max_fs_mb
         self.on_refused = on_refused
         self.refused = 0
+        self.meter = meter  #: hears the size of every frame passed to the decoder
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         if item is not None:
@@ -110,14 +114,19 @@ class GuardedDecoderQueue:
                     self.refused += 1
                     self.on_refused(*size)
                     return
+            if self.meter is not None:
+                self.meter.record(len(frame.data))
         self.inner.put(item, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         return self.inner.get(block, timeout)
 
 
-def guard(receiver: RTCRtpReceiver, max_pixels: int, on_refused: Callable[[int, int], None]) -> GuardedDecoderQueue:
+def guard(receiver: RTCRtpReceiver, max_pixels: int, on_refused: Callable[[int, int], None],
+          meter: ByteRate | None = None) -> GuardedDecoderQueue:
     """Filter what ``receiver`` decodes; call before its connection starts (idempotent).
+
+    ``meter`` hears the size of each frame that goes on to the decoder (the stream's bitrate).
 
     Raises RuntimeError when aiortc no longer has the decoder queue this relies on: better no consult
     than one whose decoder takes any size.
@@ -127,6 +136,6 @@ def guard(receiver: RTCRtpReceiver, max_pixels: int, on_refused: Callable[[int, 
         return current
     if not isinstance(current, queue.Queue):
         raise RuntimeError("aiortc's RTCRtpReceiver has no decoder queue to guard; see proxy/consult/decode_guard.py")
-    guarded = GuardedDecoderQueue(current, max_fs(max_pixels), on_refused)
+    guarded = GuardedDecoderQueue(current, max_fs(max_pixels), on_refused, meter)
     setattr(receiver, _QUEUE_ATTRIBUTE, guarded)
     return guarded

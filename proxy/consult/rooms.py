@@ -48,7 +48,7 @@ from proxy.consult.gate import CpuGate
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
 from proxy.consult.recording_link import RecordingLink
-from proxy.consult.stats import RollingStats
+from proxy.consult.stats import ByteRate, RollingStats
 from proxy.consult.tracks import MaskedVideoTrack, SwitchableTrack
 from proxy.consult.worker import MaskCounts, MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
 from proxy.params import MaskParams
@@ -215,6 +215,8 @@ class Room:
         self._worker_died: float | None = None
         self.counts = MaskCounts()  #: dropped, late, errors, restarts: kept across workers, they never go backwards
         self.refused_keyframes = 0  #: camera keyframes over max_decode_pixels, dropped before decoding
+        #: The patient's camera as it arrives (VP8 bytes per second): what the tracker sees depends on it.
+        self.camera_rate = ByteRate()
         self.channel_skipped = 0  #: data-channel messages skipped because the peer's channel was backed up
         self.masked_frames = 0  #: camera frames masked and sent in time (with ``dropped``: the share dropped)
         self._background: set[asyncio.Task[None]] = set()  #: releases started by a page's message
@@ -262,6 +264,7 @@ class Room:
                 "face": self.face,
                 "latency_ms": self.stats.latency(),
                 "size": f"{self.size[0]}x{self.size[1]}",
+                "camera_kbps": round(self.camera_rate.kbps()),
             },
             "media": {"refused_keyframes": self.refused_keyframes, "channel_skipped": self.channel_skipped},
             "recording": self.recording.status(),
@@ -372,8 +375,10 @@ class Room:
             peer.closeup = True
             self.exam.prepare()
         for transceiver in videos:  # before the connection starts its decoders
+            camera = peer.role == PATIENT and transceiver is videos[0]
             decode_guard.guard(transceiver.receiver, self.config.max_decode_pixels,
-                               lambda width, height, role=peer.role: self._refused(role, width, height))
+                               lambda width, height, role=peer.role: self._refused(role, width, height),
+                               self.camera_rate if camera else None)
 
         # (handlers first: aiortc emits "track" while applying the offer)
         # Outgoing media, by m-line order (see web/js/rtc.js): patient [video, audio, video], doctor [video, audio]
@@ -642,7 +647,8 @@ class Room:
         reported = (self.counts, dropped)
         self.metrics.costs.sample()  # a thread that ends (a decoder, a worker) loses at most a second of its time
         state = self.state()["mask"]
-        message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "masked", "latency_ms", "face")}})
+        message = json.dumps({"stats": {k: state[k] for k in ("fps", "dropped", "masked", "latency_ms", "face",
+                                                               "camera_kbps")}})
         remaining = self.expires_at - time.monotonic()
         expiring = json.dumps({"expires_in": max(0, round(remaining))}) if remaining <= EXPIRY_WARNING_S else None
         for peer in list(self.peers.values()):

@@ -45,3 +45,30 @@ class RollingStats:
         if not values:
             return {"p50": 0.0, "p95": 0.0}
         return {"p50": round(float(np.percentile(values, 50)), 1), "p95": round(float(np.percentile(values, 95)), 1)}
+
+
+class ByteRate:
+    """Bits per second over the last ``window`` seconds (monotonic), from sizes recorded as they pass."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._sizes: deque[tuple[float, int]] = deque()
+        self._bytes = 0  #: the sum of the sizes in the window
+        self.total = 0  #: bytes recorded since the start
+
+    def record(self, size: int, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self._sizes.append((now, size))
+        self._bytes += size
+        self.total += size
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._sizes and self._sizes[0][0] < now - self.window:
+            self._bytes -= self._sizes.popleft()[1]
+
+    def kbps(self, now: float | None = None) -> float:
+        """Kilobits per second over the window (0 when nothing came in it)."""
+        now = time.monotonic() if now is None else now
+        self._trim(now)
+        return self._bytes * 8 / self.window / 1000

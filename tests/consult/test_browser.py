@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -67,7 +68,8 @@ STATS_JS = """async () => {
       }
       if (s.type === 'outbound-rtp' && s.kind === 'video' && s.framesEncoded > 0) {
         out.outbound = {encode: s.totalEncodeTime, encoded: s.framesEncoded, width: s.frameWidth,
-                        height: s.frameHeight, limitation: s.qualityLimitationReason};
+                        height: s.frameHeight, limitation: s.qualityLimitationReason, bytes: s.bytesSent,
+                        at: s.timestamp};
       }
       if (s.type === 'inbound-rtp' && s.kind === 'audio') {
         out.audio = {packets: s.packetsReceived, energy: s.totalAudioEnergy};
@@ -281,6 +283,13 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
             rtc = {"doctor": await doctor.evaluate(STATS_JS), "patient": await patient.evaluate(STATS_JS)}
             state = await room_state(session, server, room)
             doctor_seen = await patient.evaluate(SEES_DOCTOR_JS)
+            # the camera's bitrate as the proxy receives it (last 5 s) is what the browser sends, and the doctor
+            # sees it
+            sent, sent0 = rtc["patient"]["outbound"], rtc0["patient"]["outbound"]
+            sent_kbps = (sent["bytes"] - sent0["bytes"]) * 8 / (sent["at"] - sent0["at"])  # bytes per ms -> kbit/s
+            assert 0.5 * sent_kbps < state["mask"]["camera_kbps"] < 2 * sent_kbps, (state["mask"], sent_kbps)
+            shown = await doctor.evaluate("() => document.getElementById('camera').textContent")
+            assert re.fullmatch(r"\d+ kbit/s|\d+\.\d Mbit/s", shown), shown
 
             # -- what the doctor and the patient see
             doctor_frames = await grab_several(doctor, "patient-video")
@@ -318,6 +327,7 @@ async def test_consult_in_browser(server: TestServer, browser: Any, camera: dict
         "in_window": delays,
         "patient_camera_sent": {k: rtc["patient"].get("outbound", {}).get(k)
                                 for k in ("width", "height", "limitation")},
+        "patient_camera_kbps": round(sent_kbps),
         "rtt_ms": rtc["doctor"].get("rtt_ms"),
         "samples_added": rate["samples_added"],
         "patient_sees_doctor": doctor_seen,

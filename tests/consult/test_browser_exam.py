@@ -232,7 +232,8 @@ async def test_a_pursuit_test_in_the_browsers(server: TestServer, browser: Any, 
     # Last, as it depends on the machine's load: the close-up plays at MIN_CLOSEUP_FPS or more. It is drawn from the
     # masked frames, so it cannot be faster than the face view: where other jobs leave the proxy too little CPU for
     # the face view to reach that rate, it must keep up with the face view (test_browser.py holds the face view to
-    # MIN_CLOSEUP_FPS on its own).
-    assert fps >= MIN_CLOSEUP_FPS or (face_fps < MIN_CLOSEUP_FPS and fps >= 0.85 * face_fps), (
+    # MIN_CLOSEUP_FPS on its own). One bound, continuous in the face view's rate: a face view at 15.2 fps with the
+    # close-up at 14.6 keeps up as well as one at 14.9 with 12.7.
+    assert fps >= min(MIN_CLOSEUP_FPS, 0.85 * face_fps), (
         f"the close-up played at {fps:.1f} fps at best, the face view at {face_fps:.1f} fps in that window "
         f"([time, close-up, face view] frames decoded: {counts}; server {state['exam']['closeup']})")

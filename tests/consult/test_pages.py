@@ -165,11 +165,12 @@ async def check_layout(patient: Any, doctor: Any, size: tuple[int, int]) -> None
     width, height = size
     scroll, inner = await doctor.evaluate(NO_OVERFLOW_JS)
     assert scroll <= inner, f"the doctor's page is {scroll} px wide in a {inner} px window"
-    boxes = await doctor.evaluate("""() => Object.fromEntries(['fps', 'latency', 'dropped', 'gaze-yaw'].map((id) => {
+    boxes = await doctor.evaluate("""() => Object.fromEntries(['fps', 'latency', 'dropped', 'camera', 'gaze-yaw']
+        .map((id) => {
         const r = document.getElementById(id).getBoundingClientRect(); return [id, [r.top, r.bottom]]; })
         .concat([['stage', (() => { const r = document.querySelector('.stage').getBoundingClientRect();
                                      return [r.top, r.bottom]; })()]]))""")
-    for stat in ("fps", "latency", "dropped"):
+    for stat in ("fps", "latency", "dropped", "camera"):
         assert boxes[stat][1] <= height, f"#{stat} is below the fold ({boxes[stat][1]:.0f} > {height})"
     assert boxes["gaze-yaw"][0] - boxes["stage"][0] < height, (
         f"the first trace starts {boxes['gaze-yaw'][0] - boxes['stage'][0]:.0f} px below the top of the video, "

@@ -184,6 +184,7 @@ async def test_masked_consult(server: TestServer, session: aiohttp.ClientSession
         assert state["patient"]["connected"] and state["doctor"]["connected"]
         assert state["mask"]["fps"] >= 15
         assert 0 < state["mask"]["latency_ms"]["p50"] <= state["mask"]["latency_ms"]["p95"]
+        assert state["mask"]["camera_kbps"] > 20  # the camera's VP8 as it reaches the decoder
     finally:
         await patient.close()
         await doctor.close()

@@ -29,6 +29,8 @@ const READOUT_INTERVAL_MS = 200;
 const COLORS = { right: '#c62828', left: '#1565c0' }; // right red, left blue (with dashes for colour-blind users)
 const LEFT_DASH = [6, 3];
 const DROP_WINDOW_MS = 30000; // dropped frames are shown as a share of this recent stretch, not a growing count
+// below this the camera's compression adds noticeably to the eye signals' error (scripts/camera_bitrate.py)
+const LOW_CAMERA_KBPS = 1000;
 
 const samples = new RingBuffer(2048); // ~10 s at up to 200 fps; older samples fall out
 const vergence = new RingBuffer(8192); // {t, yaw, pitch}: R − L where both eyes were measured, for the baseline
@@ -308,6 +310,10 @@ function updateReadouts(view) {
   setText('latency', lat && Number.isFinite(lat.p50) ? `${lat.p50.toFixed(0)} / ${lat.p95.toFixed(0)} ms` : '–');
   const share = droppedShare();
   setText('dropped', share === null ? '–' : `${share.toFixed(share < 10 ? 1 : 0)}%`);
+  const kbps = stats?.camera_kbps;
+  setText('camera', !Number.isFinite(kbps) ? '–' : kbps < 1000 ? `${kbps.toFixed(0)} kbit/s`
+    : `${(kbps / 1000).toFixed(1)} Mbit/s`);
+  document.getElementById('camera').dataset.low = String(Number.isFinite(kbps) && kbps < LOW_CAMERA_KBPS);
 }
 
 let lastReadout = 0;
