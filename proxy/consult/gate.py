@@ -18,12 +18,18 @@ consults: a waiter gives up after ``timeout`` seconds and masks anyway.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections import deque
+
+log = logging.getLogger(__name__)
 
 #: Seconds a worker waits for its turn before it masks without one (a stuck worker holds its slot).
 WAIT_LIMIT = 0.25
+#: At most one warning per this many seconds about turns held too long.
+WARN_EVERY_S = 60.0
 
 
 def available_cpus() -> int:
@@ -50,6 +56,7 @@ class CpuGate:
         self._free = self.slots
         self._waiters: deque[threading.Lock] = deque()
         self.timeouts = 0  #: waits that gave up (a turn held too long)
+        self._warned: float | None = None
 
     def acquire(self) -> bool:
         with self._lock:
@@ -67,6 +74,13 @@ class CpuGate:
             except ValueError:
                 return True  # handed over between the timeout and the lock
             self.timeouts += 1
+            now = time.monotonic()
+            warn = self._warned is None or now - self._warned >= WARN_EVERY_S
+            if warn:
+                self._warned = now
+        if warn:
+            log.warning("a masking turn was held over %.2f s (a worker stuck?): masking without one (%d times so far)",
+                        self.timeout, self.timeouts)
         return False
 
     def release(self) -> None:
