@@ -23,6 +23,9 @@ class Metrics:
         self.errors = Counter("maskproxy_mask_errors", "Frames whose masking failed (placeholder sent)",
                               registry=r)
         self.fps = Gauge("maskproxy_mask_fps", "Masked frames per second, summed over consults", registry=r)
+        self.low_cameras = Gauge("maskproxy_low_bitrate_cameras",
+                                 "Consults whose patient camera arrives below LOW_CAMERA_KBPS (the eye signals lose "
+                                 "accuracy)", registry=r)
         self.stage = Histogram("maskproxy_stage_seconds", "Time per masking stage", ["stage"],
                                buckets=STAGE_BUCKETS, registry=r)
         self.latency = Histogram("maskproxy_added_latency_seconds",

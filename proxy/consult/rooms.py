@@ -48,7 +48,7 @@ from proxy.consult.gate import CpuGate
 from proxy.consult.ice import rtc_ice_servers
 from proxy.consult.metrics import Metrics
 from proxy.consult.recording_link import RecordingLink
-from proxy.consult.stats import ByteRate, RollingStats
+from proxy.consult.stats import LOW_CAMERA_KBPS, ByteRate, RollingStats
 from proxy.consult.tracks import MaskedVideoTrack, SwitchableTrack
 from proxy.consult.worker import MaskCounts, MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
 from proxy.params import MaskParams
@@ -800,6 +800,7 @@ class RoomRegistry:
             self.metrics.peers.labels(role).set(sum(r._peer_state(role)["state"] == "connected"
                                                     for r in self.rooms.values()))
         self.metrics.fps.set(sum(r.stats.fps() for r in self.rooms.values()))
+        self.metrics.low_cameras.set(sum(0 < r.camera_rate.kbps() < LOW_CAMERA_KBPS for r in self.rooms.values()))
 
     async def _expire(self) -> None:
         while True:

@@ -29,7 +29,7 @@ const READOUT_INTERVAL_MS = 200;
 const COLORS = { right: '#c62828', left: '#1565c0' }; // right red, left blue (with dashes for colour-blind users)
 const LEFT_DASH = [6, 3];
 const DROP_WINDOW_MS = 30000; // dropped frames are shown as a share of this recent stretch, not a growing count
-// below this the camera's compression adds noticeably to the eye signals' error (scripts/camera_bitrate.py)
+// below this the camera's compression adds noticeably to the eye signals' error (proxy/consult/stats.py)
 const LOW_CAMERA_KBPS = 1000;
 
 const samples = new RingBuffer(2048); // ~10 s at up to 200 fps; older samples fall out
