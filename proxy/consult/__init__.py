@@ -2,9 +2,10 @@
 
 It owns ``maskproxy serve`` (:mod:`.server`), rooms with their roles, tokens and
 peer connections (:mod:`.rooms`), the masking worker of one consult
-(:mod:`.worker`), the tracks the proxy sends (:mod:`.tracks`), settings
-(:mod:`.config`), ICE/TURN (:mod:`.ice`), metrics, logs and figures
-(:mod:`.metrics`, :mod:`.logs`, :mod:`.stats`), a scripted aiortc participant
+(:mod:`.worker`) and the turns the consults take to mask (:mod:`.gate`), the
+tracks the proxy sends (:mod:`.tracks`), settings (:mod:`.config`), ICE/TURN
+(:mod:`.ice`), metrics, logs and figures (:mod:`.metrics`, :mod:`.logs`,
+:mod:`.stats`), a scripted aiortc participant
 (:mod:`.client`), a patch to one of aiortc's helpers (:mod:`.aiortc_speedups`), and the
 eye examination of a consult with the doctor's eye close-up (:mod:`.exam_link`), and a
 consult's recording with the patient's consent (:mod:`.recording_link`) and the recordings'
