@@ -8,6 +8,10 @@ frame (never the camera frame) for every receiver at once (``publish``, see
 :mod:`proxy.consult.encoding`), unless it finished too late to be live; the
 result (parameters, timings) then goes back to the loop.
 
+The workers of a process take turns to mask and encode, one per CPU, each
+taking its newest frame when its turn comes (:mod:`proxy.consult.gate`); a
+worker builds its pipeline (models, GL context) before it asks for a turn.
+
 If masking raises, the worker logs the error (no pixels, no landmarks), hands
 back the *fault* placeholder for that frame and rebuilds its pipeline.
 
@@ -182,6 +186,11 @@ class MaskWorker:
                         self._cond.wait()
                     if not self._running:
                         return
+                if pipeline is None:  # loading the models and a GL context takes a second: not in a turn
+                    try:
+                        pipeline = self._make_pipeline()
+                    except Exception:  # noqa: BLE001 - tried again below, where a failure sends the fault card
+                        pipeline = None
                 # the newest frame is taken once it is this worker's turn (frames that come meanwhile replace it)
                 turn = self._gate.acquire() if self._gate is not None else False
                 try:

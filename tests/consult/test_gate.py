@@ -120,3 +120,33 @@ def test_workers_sharing_a_gate_never_mask_at_once_and_take_the_newest_frame_whe
     assert log["a"] == [10]
     # b took its frame when its turn came, not when it started waiting: the newest, the older ones dropped
     assert log["b"] == [22] and workers["b"].dropped == 2
+
+
+def test_a_worker_builds_its_pipeline_before_it_asks_for_a_turn() -> None:
+    """A consult that starts (a second of model loading and GL setup) does not hold the others up meanwhile."""
+    log: dict[str, object] = {"lock": threading.Lock(), "now": 0, "most": 0, "a": [], "b": []}
+    loop = asyncio.new_event_loop()
+    gate = CpuGate(1, timeout=0.1)
+
+    def slow_to_build() -> SlowPipeline:
+        time.sleep(0.4)
+        return SlowPipeline(0.01, log, "b")
+
+    running = MaskWorker(loop, lambda result: None, gate=gate, pipeline_factory=lambda: SlowPipeline(0.01, log, "a"))
+    starting = MaskWorker(loop, lambda result: None, gate=gate, pipeline_factory=slow_to_build)
+    try:
+        running.start()
+        starting.start()
+        starting.submit(camera_frame(30), time.monotonic())
+        deadline = time.monotonic() + 5
+        value = 0
+        while not log["b"] and time.monotonic() < deadline:  # the other consult keeps masking meanwhile
+            running.submit(camera_frame(value % 200), time.monotonic())
+            value += 1
+            time.sleep(0.02)
+    finally:
+        running.stop()
+        starting.stop()
+        loop.close()
+    assert log["b"] == [30] and len(log["a"]) > 10  # type: ignore[arg-type]
+    assert gate.timeouts == 0  # nobody waited out a turn: the slow start happened outside one
