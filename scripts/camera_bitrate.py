@@ -1,7 +1,7 @@
 """How the patient's camera bitrate moves the eye signals: tracking a VP8 stream against tracking the clip itself.
 
 ``python scripts/camera_bitrate.py [--clips d6,d18,s20] [--kbps 300,600,1000,1500,2500]`` encodes the first
-10 s of each clip at 640x480 and 30 fps as a browser's real-time VP8 would (CBR, no lag), decodes it, tracks
+10 s of each clip at 640x480 and 30 fps with real-time VP8 as aiortc configures it (CBR, no lag), decodes it, tracks
 both with the live settings (one eye crop), and prints per bitrate the mean absolute difference of each
 eye's gaze (degrees), of the vergence (right minus left gaze yaw) with its bias, and of the apertures
 (eye widths). The clip itself (H.264 at its own bitrate) is the reference: the figures are what the
@@ -11,35 +11,37 @@ camera's compression adds on top of it, the part a clinic can change (bandwidth,
 from __future__ import annotations
 
 import argparse
-import fractions
 from pathlib import Path
 
 import av
 import numpy as np
 
 from proxy.bench.clips import load_frames
+from proxy.consult.encoding import VideoEncoder
+from proxy.consult.tracks import VIDEO_TIME_BASE
 from proxy.pipeline import MaskPipeline
 
+#: libvpx speed of the camera's encoder (aiortc's; the proxy's own masked stream runs faster, at -10).
+CAMERA_CPU_USED = -6
 FIELDS = ("right_gaze_yaw", "left_gaze_yaw", "right_gaze_pitch", "left_gaze_pitch", "right_aperture", "left_aperture")
 
 
 def through_vp8(frames: list[np.ndarray], bitrate: int) -> tuple[list[np.ndarray], float]:
-    """The frames after a real-time VP8 encode at ``bitrate`` and a decode; and the kbit/s actually sent."""
-    encoder = av.CodecContext.create("libvpx", "w")
-    encoder.width, encoder.height, encoder.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-    encoder.bit_rate, encoder.time_base = bitrate, fractions.Fraction(1, 90000)
-    encoder.qmin, encoder.qmax = 2, 56
-    encoder.options = {"bufsize": str(bitrate), "minrate": str(bitrate), "maxrate": str(bitrate),
-                       "deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0", "undershoot-pct": "100",
-                       "overshoot-pct": "15", "static-thresh": "1", "partitions": "0"}
+    """The frames after a real-time VP8 encode at ``bitrate`` and a decode; and the kbit/s actually sent.
+
+    The encoder is the proxy's own (aiortc's real-time settings) at aiortc's speed, -6: keyframes only
+    at the start, as a browser's camera stream has them.
+    """
+    encoder = VideoEncoder(bitrate=bitrate, cpu_used=CAMERA_CPU_USED)
     decoder = av.CodecContext.create("libvpx", "r")
     out, sent = [], 0
     for index, rgb in enumerate(frames):
         frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-        frame.pts, frame.time_base = index * 3000, encoder.time_base
-        for packet in encoder.encode(frame):
-            sent += packet.size
-            out += [decoded.to_ndarray(format="rgb24") for decoded in decoder.decode(packet)]
+        frame.pts, frame.time_base = index * 3000, VIDEO_TIME_BASE
+        data, _, _ = encoder.encode(frame)
+        sent += len(data)
+        decoded = [d.to_ndarray(format="rgb24") for d in decoder.decode(av.Packet(data))] if data else []
+        out.append(decoded[-1] if decoded else out[-1])  # a frame the encoder dropped: the last one stays shown
     return out, sent * 8 / (len(frames) / 30) / 1000
 
 

@@ -8,7 +8,7 @@ from collections import deque
 import numpy as np
 
 #: Below this (kbit/s) the patient camera's compression costs the eye signals noticeable accuracy (vergence off by
-#: 0.9-1.6 deg at 600 kbit/s, 0.5-0.9 from 1.5 Mbit/s on normal faces: scripts/camera_bitrate.py). The doctor's
+#: 0.8-1.1 deg at 600 kbit/s, 0.5-0.8 from 1.5 Mbit/s on normal faces: scripts/camera_bitrate.py). The doctor's
 #: page marks it (web/js/doctor.js has the same figure) and /metrics counts such consults.
 LOW_CAMERA_KBPS = 1000
 
