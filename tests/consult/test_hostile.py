@@ -170,9 +170,9 @@ async def test_garbage_burst_beside_a_consult(proxy: LocalProxy, session: aiohtt
     as browsers would (in this one they would share the proxy's GIL and measure the test, not the proxy)."""
     room = await proxy.create_room(session)
     consult = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.rtc_client", proxy.base, room["room"], room["patient_token"],
-        room["doctor_token"], "--seconds", "12", "--every", "0.25", stdout=asyncio.subprocess.PIPE,
-        cwd=str(ROOT))
+        sys.executable, "-m", "tests.rtc_client", "--seconds", "12", "--every", "0.25",
+        "--", proxy.base, room["room"], room["patient_token"], room["doctor_token"],  # a token may start with "-"
+        stdout=asyncio.subprocess.PIPE, cwd=str(ROOT))
     assert consult.stdout is not None
     samples: list[dict[str, float]] = []
 
