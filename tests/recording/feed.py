@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+from pathlib import Path
 from typing import Any
 
 import av
@@ -10,6 +11,7 @@ import numpy as np
 
 from proxy.consult.worker import rgb_to_frame
 from proxy.recording.recorder import Recorder
+from proxy.recording.sealed import HEADER_SIZE, MAGIC
 
 WIDTH, HEIGHT = 320, 240
 FPS = 30
@@ -61,6 +63,22 @@ def feed(recorder: Recorder, count: int, clock: FakeClock | None = None, start: 
         if clock is not None:
             clock.now += 1 / FPS
     return taken
+
+
+#: The start of a WebM file's EBML header up to its DocType ("webm"): what a player looks for first.
+WEBM_HEADER = b"\x1a\x45\xdf\xa3"
+WEBM_DOCTYPE = b"\x42\x82\x84webm"
+
+
+def assert_sealed_video(path: Path) -> None:
+    """The file on disk is sealed, not a video: it starts with the sealed magic and holds no WebM header.
+
+    (Asking FFmpeg to open it is no test: now and then it probes random bytes as some audio
+    format and "decodes" them without an error.)
+    """
+    raw = path.read_bytes()
+    assert raw.startswith(MAGIC), raw[:8]
+    assert WEBM_DOCTYPE not in raw and not raw[HEADER_SIZE:].startswith(WEBM_HEADER)
 
 
 def decode(source: Any) -> list[tuple[int, np.ndarray]]:
