@@ -42,10 +42,13 @@ class MaskPipeline:
 
     ``eye_samples`` goes to :class:`~proxy.tracking.tracker.FaceTracker` and ``supersample`` to
     :class:`~proxy.avatar.renderer.AvatarRenderer`; both default to the live settings (1), files raise them.
+    With ``rgba`` the avatar comes out HxWx4 (alpha 255) in one buffer that the next frame overwrites:
+    cheaper to read back from GL and no fresh pages to fault in every frame, for a caller that converts
+    it to I420 at once (the live worker). Files keep a new HxWx3 RGB array per frame.
     """
 
     def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1,
-                 supersample: int = 1) -> None:
+                 supersample: int = 1, rgba: bool = False) -> None:
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
@@ -53,6 +56,8 @@ class MaskPipeline:
         self.hold = EyeHold()
         self.renderer: AvatarRenderer | None = None
         self.supersample = supersample
+        self.rgba = rgba
+        self._out: np.ndarray | None = None
         self.max_track_pixels = max_track_pixels
         #: Milliseconds per stage on the last frame.
         self.timings: dict[str, float] = {}
@@ -74,14 +79,20 @@ class MaskPipeline:
         return params
 
     def render(self, params: MaskParams, width: int, height: int) -> np.ndarray:
-        """The avatar for ``params`` at the given size (RGB, uint8); unmeasured eye fields are held, then neutral."""
+        """The avatar for ``params`` at the given size (RGB or RGBA, uint8); unmeasured eye fields are held,
+        then neutral."""
         start = time.perf_counter()
         params = self.hold(params)
         if self.renderer is None:
             self.renderer = AvatarRenderer(width, height, supersample=self.supersample)
         elif (self.renderer.width, self.renderer.height) != (width, height):
             self.renderer.resize(width, height)
-        frame = self.renderer.render(params)
+        if not self.rgba:
+            frame = self.renderer.render(params)
+        else:
+            if self._out is None or self._out.shape[:2] != (height, width):
+                self._out = np.empty((height, width, 4), np.uint8)
+            frame = self.renderer.render_into(params, self._out)
         self.timings["render"] = (time.perf_counter() - start) * 1000
         return frame
 

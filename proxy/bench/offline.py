@@ -164,7 +164,7 @@ def run_pipeline(stream: list[Any], size: tuple[int, int], threads: int) -> dict
     comparison = EncodeComparison()
     faces = 0
     clock = time.perf_counter
-    with MaskPipeline(threads=threads) as pipeline:
+    with MaskPipeline(threads=threads, rgba=True) as pipeline:
         for index, packet in enumerate(stream[:10]):  # warm-up: sessions, GL context and codecs allocate on first use
             for frame in decoder.decode(packet):
                 out = rgb_to_frame(pipeline.process(frame.to_ndarray(format="rgb24"), 0.0, 0)[1])
@@ -188,7 +188,7 @@ def run_pipeline(stream: list[Any], size: tuple[int, int], threads: int) -> dict
                 encode_start = clock()
                 data, _, _ = encoder.encode(out_frame, keyframe=index == 0)
                 end = clock()
-                comparison.add(out, data, rgb_to_frame(out), index)
+                comparison.add(out[:, :, :3], data, rgb_to_frame(out), index)
                 faces += params.face
                 count += 1
                 stages["decode"].append((decoded - start) * 1000)

@@ -83,6 +83,23 @@ def test_deterministic_and_params_only(renderer: AvatarRenderer) -> None:
     assert first.dtype == np.uint8 and first.shape == (480, 640, 3)
 
 
+@pytest.mark.parametrize("supersample", [1, 2])
+def test_rgba_output_is_the_same_picture(supersample: int) -> None:
+    """The live path reads the avatar back as RGBA (a copy in Mesa, where RGB is a conversion): the same
+    pixels, opaque, and the same I420 frame for the encoder."""
+    from proxy.consult.worker import rgb_to_frame
+
+    params = MaskParams(face=True, head_yaw=-8, right_gaze_yaw=10, left_gaze_pitch=12, left_upper_lid=0.1)
+    for width, height in ((640, 480), (321, 241)):
+        with AvatarRenderer(width, height, supersample=supersample) as r:
+            rgb = r.render(params)
+            rgba = r.render_into(params, np.zeros((height, width, 4), np.uint8))
+        assert np.array_equal(rgba[:, :, :3], rgb)
+        assert (rgba[:, :, 3] == 255).all()
+        i420 = [[bytes(plane) for plane in rgb_to_frame(picture).planes] for picture in (rgb, rgba)]
+        assert i420[0] == i420[1]
+
+
 @pytest.mark.parametrize("size", [(641, 479), (160, 120), (1280, 720)])
 def test_output_size(size: tuple[int, int]) -> None:
     width, height = size
@@ -137,6 +154,8 @@ def test_background_is_constant(renderer: AvatarRenderer) -> None:
 def test_bad_output_array(renderer: AvatarRenderer) -> None:
     with pytest.raises(ValueError):
         renderer.render_into(MaskParams(face=True), np.zeros((480, 641, 3), np.uint8))
+    with pytest.raises(ValueError):
+        renderer.render_into(MaskParams(face=True), np.zeros((480, 640, 2), np.uint8))
     with pytest.raises(ValueError):
         renderer.render(MaskParams(face=True, head_yaw=float("nan")))
 
