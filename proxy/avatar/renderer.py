@@ -142,8 +142,8 @@ class AvatarRenderer:
     ``render(params)`` returns a new HxWx3 uint8 RGB frame (top row first);
     ``render_into(params, out)`` fills a caller's array without allocating, HxWx3 RGB or
     HxWx4 RGBA: Mesa reads four channels back as a copy and three through a conversion
-    (0.15 against 0.45 ms at 640x480 on one core), so the live path, which converts to I420
-    anyway, takes RGBA.
+    (0.03 against 0.32 ms at 640x480 on one core: ``scripts/readback_cost.py``), so the live
+    path, which converts to I420 anyway, takes RGBA.
     Call ``close()`` (or use it as a context manager) to release the GL context.
 
     ``calibration`` maps the parameters to what is drawn (eyeball rotations, lid heights, head
