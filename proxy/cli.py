@@ -71,6 +71,8 @@ SERVE_FLAGS = {
                     "(default 1)"),
     "supersample": (int, "draw the avatar k x k times larger and average it down: smoother edges, about k*k times "
                     "the render cost (default 1)"),
+    "trim_every": (int, "read the avatar back every N frames and trim its gaze so it reads as measured; 0 = never "
+                   "(default 8)"),
     "log_level": (str, "DEBUG, INFO, WARNING or ERROR (default INFO)"),
     "recordings_dir": (str, "folder where consults are recorded (default: none, nothing is recorded)"),
     "retention_days": (float, "delete recordings that started this many days ago (default: keep them)"),
@@ -141,6 +143,14 @@ def supersample_argument(parser: argparse.ArgumentParser) -> None:
                         "(default %(default)s for files, fewer for frames over 4096/K pixels; live consults use 1)")
 
 
+def trim_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trim-every`` of the commands that render files (mask, audit)."""
+    parser.add_argument("--trim-every", type=int, default=1, metavar="N",
+                        help="read the avatar back every N frames and trim its gaze so that it reads as measured "
+                        "(proxy.avatar.trim); 0 = never. Each reading is a tracking pass (default %(default)s for "
+                        "files; live consults use 8)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskproxy",
@@ -172,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     eye_samples_argument(mask)
     supersample_argument(mask)
+    trim_argument(mask)
     mask.set_defaults(handler=_mask)
 
     from proxy.audit.command import add_arguments as audit_arguments
@@ -182,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit_arguments(audit)
     eye_samples_argument(audit)
     supersample_argument(audit)
+    trim_argument(audit)
     audit.set_defaults(handler=_audit)
 
     serve = commands.add_parser(

@@ -1,13 +1,16 @@
 """The masking pipeline for one stream: camera frame in, avatar frame out.
 
-    rgb frame --FaceTracker--> FaceTrack --Retargeter--> MaskParams --EyeHold--> AvatarRenderer --> rgb frame
+    rgb frame --FaceTracker--> FaceTrack --Retargeter--> MaskParams --EyeHold--> GazeTrim
+              --> AvatarRenderer --> rgb frame (read back by GazeTrim's own tracker)
 
 This is the only path from a patient's picture to anything that leaves the
 proxy, and the picture stops at the tracker: the output buffer is written by
 the renderer from :class:`~proxy.params.MaskParams` alone. The parameters
 keep ``None`` for an eye that could not be measured (that is what the doctor's
 data gets); :class:`~proxy.avatar.hold.EyeHold` fills those fields for drawing
-only, with the last measured value and then neutral. ``maskproxy mask``,
+only, with the last measured value and then neutral. :class:`~proxy.avatar.trim.GazeTrim`
+reads the avatar just drawn back with a tracker of its own and trims the gaze drawn next, so the
+avatar reads back as measured (the avatar's pixels, never the patient's). ``maskproxy mask``,
 ``maskproxy bench`` and the live proxy's workers all run this class.
 """
 
@@ -21,6 +24,7 @@ import numpy as np
 from proxy.avatar.hold import EyeHold
 from proxy.avatar.renderer import AvatarRenderer
 from proxy.avatar.retarget import Retargeter
+from proxy.avatar.trim import GazeTrim
 from proxy.params import MaskParams
 from proxy.tracking.tracker import FaceTracker
 
@@ -45,15 +49,18 @@ class MaskPipeline:
     With ``rgba`` the avatar comes out HxWx4 (alpha 255) in one buffer that the next frame overwrites:
     cheaper to read back from GL and no fresh pages to fault in every frame, for a caller that converts
     it to I420 at once (the live worker). Files keep a new HxWx3 RGB array per frame.
+    ``trim_every`` reads the avatar back every that many frames (:class:`~proxy.avatar.trim.GazeTrim`;
+    0: never): each reading is a tracking pass.
     """
 
     def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1,
-                 supersample: int = 1, rgba: bool = False) -> None:
+                 supersample: int = 1, rgba: bool = False, trim_every: int = 1) -> None:
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
         self.retarget = Retargeter()
         self.hold = EyeHold()
+        self.trim = GazeTrim(trim_every, eye_samples, threads) if trim_every > 0 else None
         self.renderer: AvatarRenderer | None = None
         self.supersample = supersample
         self.rgba = rgba
@@ -61,6 +68,14 @@ class MaskPipeline:
         self.max_track_pixels = max_track_pixels
         #: Milliseconds per stage on the last frame.
         self.timings: dict[str, float] = {}
+
+    def reset(self) -> None:
+        """Forget the stream (a new clip, photo or camera): tracking, expression neutrals, held eyes, the trim."""
+        self.tracker.reset()
+        self.retarget.reset()
+        self.hold.reset()
+        if self.trim is not None:
+            self.trim.reset()
 
     def track(self, rgb: np.ndarray, t: float, index: int) -> MaskParams:
         """Measure one frame: the patient's picture goes in, only parameters come out."""
@@ -82,7 +97,9 @@ class MaskPipeline:
         """The avatar for ``params`` at the given size (RGB or RGBA, uint8); unmeasured eye fields are held,
         then neutral."""
         start = time.perf_counter()
-        params = self.hold(params)
+        wanted, params = params, self.hold(params)
+        if self.trim is not None:
+            params = self.trim.apply(params)
         if self.renderer is None:
             self.renderer = AvatarRenderer(width, height, supersample=self.supersample)
         elif (self.renderer.width, self.renderer.height) != (width, height):
@@ -94,6 +111,10 @@ class MaskPipeline:
                 self._out = np.empty((height, width, 4), np.uint8)
             frame = self.renderer.render_into(params, self._out)
         self.timings["render"] = (time.perf_counter() - start) * 1000
+        if self.trim is not None:
+            start = time.perf_counter()
+            self.trim.observe(wanted, frame)
+            self.timings["trim"] = (time.perf_counter() - start) * 1000
         return frame
 
     def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
@@ -103,6 +124,8 @@ class MaskPipeline:
         return params, self.render(params, width, height)
 
     def close(self) -> None:
+        if self.trim is not None:
+            self.trim.close()
         if self.renderer is not None:
             self.renderer.close()
             self.renderer = None

@@ -286,11 +286,13 @@ def run_audit(args: argparse.Namespace) -> int:
                    "videos": str(args.videos) if args.videos else None,
                    "max_photos": args.max_photos, "max_seconds": args.max_seconds,
                    "include_originals": bool(args.include_originals), "human_test": bool(args.human_test),
-                   "flip": bool(args.flip), "eye_samples": args.eye_samples, "supersample": args.supersample},
+                   "flip": bool(args.flip), "eye_samples": args.eye_samples, "supersample": args.supersample,
+                   "trim_every": args.trim_every},
         "timing_s": {},
     }
     gallery, traces = None, []
-    with MaskPipeline(eye_samples=args.eye_samples, supersample=args.supersample) as pipeline:
+    with MaskPipeline(eye_samples=args.eye_samples, supersample=args.supersample,
+                      trim_every=args.trim_every) as pipeline:
         if args.faces is not None:
             start = time.perf_counter()
             report["reidentification"], gallery = _reidentify(args, pipeline)

@@ -123,7 +123,8 @@ def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarge
                max_seconds: float | None = None, tick: Callable[[], None] | None = None,
                flip: bool = False) -> ClipTrace:
     """Track, mask and re-track every frame of ``path`` (up to ``max_seconds``; mirrored with ``flip``)."""
-    for thing in (pipeline.tracker, pipeline.retarget, tracker, retarget):
+    pipeline.reset()
+    for thing in (tracker, retarget):
         thing.reset()
     times: list[float] = []
     original: list[list[float]] = []

@@ -220,8 +220,7 @@ def process_photo(person: str, path: Path, attacker: Attacker, pipeline: Any,
         result.skip_reason = "no face found by dlib's HOG detector nor by our detector"
         return result
     result.box = box
-    pipeline.tracker.reset()
-    pipeline.retarget.reset()
+    pipeline.reset()
     params, avatar = pipeline.process(rgb, 0.0, 0)
     result.tracked = bool(params.face)
     control = MaskParams(face=params.face, head_x=params.head_x, head_y=params.head_y, head_scale=params.head_scale)

@@ -154,6 +154,7 @@ class EncodeComparison:
 
 def run_pipeline(stream: list[Any], size: tuple[int, int], threads: int) -> dict[str, Any]:
     """Decode -> track -> retarget -> render and read back -> I420 -> VP8, as a consult's worker does."""
+    from proxy.consult.config import Config
     from proxy.consult.encoding import VideoEncoder
     from proxy.consult.worker import frame_to_rgb, rgb_to_frame
     from proxy.pipeline import MaskPipeline
@@ -164,13 +165,13 @@ def run_pipeline(stream: list[Any], size: tuple[int, int], threads: int) -> dict
     comparison = EncodeComparison()
     faces = 0
     clock = time.perf_counter
-    with MaskPipeline(threads=threads, rgba=True) as pipeline:
+    with MaskPipeline(threads=threads, rgba=True, trim_every=Config.trim_every) as pipeline:
         for index, packet in enumerate(stream[:10]):  # warm-up: sessions, GL context and codecs allocate on first use
             for frame in decoder.decode(packet):
                 out = rgb_to_frame(pipeline.process(frame.to_ndarray(format="rgb24"), 0.0, 0)[1])
                 out.pts, out.time_base = index * 3000, Fraction(1, 90000)
                 encoder.encode(out)
-        pipeline.tracker.reset()
+        pipeline.reset()
         decoder, encoder = _decoder(), VideoEncoder()
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         wall0 = clock()

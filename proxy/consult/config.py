@@ -76,6 +76,9 @@ class Config:
     eye_samples: int = 1
     #: Avatar supersampling (proxy.avatar.renderer): 2 or 4 antialias every edge; about k*k times the render cost.
     supersample: int = 1
+    #: Read the avatar back every this many frames to trim its gaze (proxy.avatar.trim); 0 = never. Each reading is a
+    #: tracking pass of the avatar (about a third of a frame's masking), so live it runs on a few frames a second.
+    trim_every: int = 8
     log_json: bool = False
     log_level: str = "INFO"
     #: Where consults are recorded, one folder per recording (proxy.recording); unset, this server records nothing.
@@ -141,6 +144,8 @@ class Config:
         for name in ("max_consults", "max_body", "rate_burst", "threads", "eye_samples", "supersample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.trim_every < 0:
+            raise ValueError("trim_every must be 0 (never) or more")
         if self.max_frame_pixels < MIN_FRAME_PIXELS:
             raise ValueError(f"max_frame_pixels must be at least {MIN_FRAME_PIXELS} (320x240)")
         if not MIN_FRAME_PIXELS <= self.max_decode_pixels <= MAX_DECODE_PIXELS:

@@ -51,7 +51,7 @@ MAX_MARK_TEXT = 500
 PAIRING = 8
 #: Settings worth keeping with a recording (never a secret: metadata.clean_settings drops those anyway).
 KEPT_SETTINGS = ("recording", "recording_audio", "retention_days", "self_view_fps", "max_frame_pixels", "eye_samples",
-                 "supersample", "threads")
+                 "supersample", "trim_every", "threads")
 
 
 class Refused(Exception):

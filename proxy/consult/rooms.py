@@ -492,7 +492,8 @@ class Room:
         self._worker = MaskWorker(self._loop, self._on_result, threads=self.config.threads,
                                   pipeline_factory=self.pipeline_factory, max_pixels=self.config.max_frame_pixels,
                                   eye_samples=self.config.eye_samples, supersample=self.config.supersample,
-                                  counts=self.counts, publish=self.masked.publish, late_after=STALL_SECONDS,
+                                  trim_every=self.config.trim_every, counts=self.counts,
+                                  publish=self.masked.publish, late_after=STALL_SECONDS,
                                   cost=self.metrics.costs.add, gate=self.gate)
         self._worker.start()
         return self._worker

@@ -114,7 +114,7 @@ class MaskWorker:
     def __init__(self, loop: asyncio.AbstractEventLoop, on_result: Callable[[MaskResult], None],
                  threads: int = 1, pipeline_factory: Callable[[], object] | None = None,
                  max_pixels: int = MAX_FRAME_PIXELS, eye_samples: int = 1,
-                 supersample: int = 1, counts: MaskCounts | None = None,
+                 supersample: int = 1, trim_every: int = 8, counts: MaskCounts | None = None,
                  publish: Callable[[av.VideoFrame, float], object] | None = None,
                  late_after: float | None = None, cost: Callable[[str, float], None] | None = None,
                  gate: CpuGate | None = None) -> None:
@@ -130,6 +130,7 @@ class MaskWorker:
         self._cost = cost
         self._eye_samples = eye_samples
         self._supersample = supersample
+        self._trim_every = trim_every
         self.max_pixels = max_pixels
         self._on_result = on_result
         self._threads = threads
@@ -178,7 +179,7 @@ class MaskWorker:
         if self._factory is not None:
             return self._factory()
         return MaskPipeline(threads=self._threads, eye_samples=self._eye_samples, supersample=self._supersample,
-                            rgba=True)
+                            rgba=True, trim_every=self._trim_every)
 
     def _run(self) -> None:
         pipeline = None

@@ -47,7 +47,7 @@ def run_mask(args: argparse.Namespace) -> int:
     params_file = open(args.params_out, "w") if args.params_out else None  # noqa: SIM115 - closed below
     try:
         with MaskPipeline(threads=args.threads, eye_samples=args.eye_samples,
-                          supersample=args.supersample) as pipeline:
+                          supersample=args.supersample, trim_every=args.trim_every) as pipeline:
             if is_photo(source):
                 mask_photo(source, target, params_file, pipeline)
             else:

@@ -1,0 +1,164 @@
+"""The run-time gaze trim: the avatar read back as measured, fast eye movements kept.
+
+Real OpenGL, the real tracker on the avatar (never a patient's picture). The calibration is
+deliberately put off by a known false squint, which the trim must take out while the stream runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from proxy.avatar.calibration import Calibration, load_calibration
+from proxy.avatar.renderer import AvatarRenderer
+from proxy.avatar.retarget import Retargeter
+from proxy.avatar.trim import GazeTrim
+from proxy.params import MaskParams
+from proxy.tracking.tracker import FaceTracker
+
+FPS = 30.0
+#: A patient at a laptop: head a little down, eyes a little up and converging on the screen.
+POSTURE = MaskParams(face=True, head_pitch=-6.0, head_scale=0.22, right_gaze_yaw=3.0, left_gaze_yaw=-3.0,
+                     right_gaze_pitch=6.0, left_gaze_pitch=6.0, right_aperture=0.34, left_aperture=0.34,
+                     right_upper_lid=0.22, right_lower_lid=0.12, left_upper_lid=0.22, left_lower_lid=0.12)
+#: The false squint put into the calibration: the right eye drawn this much further to the image's right.
+SKEW_DEG = 3.0
+
+
+class Skewed(Calibration):
+    """The shipped calibration with the right eye drawn ``SKEW_DEG`` off: a calibration that is wrong."""
+
+    def drawn(self, params: MaskParams) -> MaskParams:
+        out = load_calibration().drawn(params)
+        return dataclasses.replace(out, right_gaze_yaw=out.right_gaze_yaw + SKEW_DEG)
+
+
+class Reader:
+    """An independent reading of a picture, as the audit reads a masked file (a fresh tracker, settled)."""
+
+    def __init__(self) -> None:
+        self.tracker = FaceTracker(smoothing=False)
+
+    def __call__(self, picture: np.ndarray, passes: int = 5) -> MaskParams:
+        self.tracker.reset()
+        for _ in range(passes):
+            track = self.tracker.process(picture)
+        return Retargeter()(track, picture.shape[1], picture.shape[0])
+
+
+@pytest.fixture(scope="module")
+def renderer() -> AvatarRenderer:
+    r = AvatarRenderer(640, 480, calibration=Skewed())
+    yield r
+    r.close()
+
+
+def errors(read: MaskParams, wanted: MaskParams) -> dict[str, float]:
+    out = {f"{side}_{axis}": getattr(read, f"{side}_gaze_{axis}") - getattr(wanted, f"{side}_gaze_{axis}")
+           for side in ("right", "left") for axis in ("yaw", "pitch")}
+    out["vergence"] = out["right_yaw"] - out["left_yaw"]
+    return out
+
+
+def run(renderer: AvatarRenderer, trim: GazeTrim, stream: list[MaskParams]) -> list[np.ndarray]:
+    """Draw a stream through the trim as :class:`~proxy.pipeline.MaskPipeline` does; the pictures drawn."""
+    pictures = []
+    for wanted in stream:
+        picture = renderer.render(trim.apply(wanted))
+        trim.observe(wanted, picture)
+        pictures.append(picture)
+    return pictures
+
+
+def still(seconds: float, start: float = 0.0, **changes: object) -> list[MaskParams]:
+    return [dataclasses.replace(POSTURE, t=start + i / FPS, frame=i, **changes) for i in range(int(seconds * FPS))]
+
+
+def test_trim_takes_out_a_false_squint_while_the_stream_runs(renderer: AvatarRenderer) -> None:
+    read = Reader()
+    untrimmed = errors(read(renderer.render(POSTURE)), POSTURE)
+    assert untrimmed["vergence"] > SKEW_DEG - 1.0, untrimmed  # the skew is there to be taken out
+
+    trim = GazeTrim()
+    pictures = run(renderer, trim, still(1.5))
+    after = errors(read(pictures[-1]), POSTURE)
+    assert abs(after["vergence"]) <= 0.6, (untrimmed, after)
+    assert max(abs(v) for v in after.values()) <= 0.8, (untrimmed, after)
+    # the offset is the calibration's error, undone: mostly on the skewed eye
+    assert trim.offsets["right_gaze_yaw"] - trim.offsets["left_gaze_yaw"] == pytest.approx(untrimmed["vergence"],
+                                                                                         abs=1.0)
+
+    # an eye that is not measured (a hand over it) keeps its offset; the other eye's goes on
+    held = dict(trim.offsets)
+    covered = still(0.5, start=1.5, left_gaze_yaw=None, left_gaze_pitch=None, left_aperture=None,
+                    left_upper_lid=None, left_lower_lid=None, right_gaze_yaw=1.0)
+    run(renderer, trim, covered)
+    assert trim.offsets["left_gaze_yaw"] == held["left_gaze_yaw"]
+    assert trim.offsets["left_gaze_pitch"] == held["left_gaze_pitch"]
+
+    # the face lost: the next face starts from the calibration alone
+    run(renderer, trim, [MaskParams(face=False, t=2.1)])
+    assert trim.offsets == {}
+
+
+def test_trim_keeps_a_nystagmus(renderer: AvatarRenderer) -> None:
+    """A 4 Hz, 3 deg (amplitude) horizontal nystagmus: the trim's offsets stay still under it, so the gaze
+    drawn swings as wanted, and the avatar reads back with the swing's amplitude within 20%."""
+    frequency, amplitude = 4.0, 3.0
+    stream = []
+    for i in range(int(2.0 * FPS)):
+        t = i / FPS
+        swing = amplitude * math.sin(2 * math.pi * frequency * t)
+        stream.append(dataclasses.replace(POSTURE, t=t, frame=i, right_gaze_yaw=POSTURE.right_gaze_yaw + swing,
+                                          left_gaze_yaw=POSTURE.left_gaze_yaw + swing))
+    trim = GazeTrim()
+    asked, pictures = [], []
+    for wanted in stream:
+        asked.append(trim.apply(wanted))
+        pictures.append(renderer.render(asked[-1]))
+        trim.observe(wanted, pictures[-1])
+    tracker, retarget = FaceTracker(smoothing=False), Retargeter()
+    readings = [retarget(tracker.process(p), 640, 480) for p in pictures]
+
+    t = np.array([p.t for p in stream])
+    settled = t >= 0.5  # the trim's first half second takes the skew out
+    basis = np.stack([np.sin(2 * math.pi * frequency * t), np.cos(2 * math.pi * frequency * t), np.ones_like(t)], 1)
+
+    def swing(values: list[float]) -> float:
+        coef = np.linalg.lstsq(basis[settled], np.array(values, dtype=float)[settled], rcond=None)[0]
+        return math.hypot(coef[0], coef[1])
+
+    for side in ("right", "left"):
+        assert swing([getattr(p, f"{side}_gaze_yaw") for p in asked]) == pytest.approx(amplitude, rel=0.05)
+    # read back: the tracker's reading of a small rotation has steps (its local gain varies along the yaw), so
+    # the movement is judged as the doctor sees a nystagmus, both eyes together
+    conjugate = [(r.right_gaze_yaw + r.left_gaze_yaw) / 2 for r in readings]
+    assert swing(conjugate) == pytest.approx(amplitude, rel=0.2)
+
+
+def test_the_pipeline_trims_the_picture_not_the_data(face_photo: np.ndarray) -> None:
+    """Through :class:`~proxy.pipeline.MaskPipeline`: the parameters returned (what the doctor's data, ``--params-out``
+    and recordings get) are the ones measured; only the picture is drawn with the trim's offsets."""
+    from proxy.pipeline import MaskPipeline
+
+    frames = 20
+    with MaskPipeline() as trimmed, MaskPipeline(trim_every=0) as plain:
+        for i in range(frames):
+            params, picture = trimmed.process(face_photo, i / FPS, i)
+            assert params == plain.track(face_photo, i / FPS, i)  # the data: as measured, trim or not
+        assert trimmed.trim is not None and plain.trim is None
+        offsets = dict(trimmed.trim.offsets)
+        assert offsets and max(abs(v) for v in offsets.values()) > 0.05, offsets
+        # the picture is the avatar of the measured parameters less the offsets (as they were when it was drawn)
+        renderer = trimmed.renderer
+        assert renderer is not None
+        before = GazeTrim()
+        before.offsets.update(offsets)
+        params, picture = trimmed.process(face_photo, frames / FPS, frames)
+        assert np.array_equal(picture, renderer.render(before.apply(trimmed.hold(params))))
+        assert not np.array_equal(picture, renderer.render(trimmed.hold(params)))
+        trimmed.reset()
+        assert trimmed.trim.offsets == {}
