@@ -196,12 +196,24 @@ class RoundTrip:
     """
 
     def __init__(self, calibration: Calibration | None = None, supersample: int = OFFLINE_SUPERSAMPLE,
-                 eye_samples: int = OFFLINE_EYE_SAMPLES, size: tuple[int, int] = SIZE) -> None:
+                 eye_samples: int = OFFLINE_EYE_SAMPLES, size: tuple[int, int] = SIZE, trim_frames: int = 0) -> None:
+        from proxy.avatar.trim import GazeTrim
+
         self.renderer = AvatarRenderer(*size, calibration=calibration, supersample=supersample)
         self.tracker = FaceTracker(smoothing=False, eye_samples=eye_samples)
+        #: With ``trim_frames``, each point is first held that many frames (30 fps) through a fresh
+        #: :class:`~proxy.avatar.trim.GazeTrim`, as a stream holding that posture draws it, and the frame after is read.
+        self.trim_frames = trim_frames
+        self.trim = GazeTrim(eye_samples=eye_samples) if trim_frames > 0 else None
 
     def __call__(self, params: MaskParams) -> MaskParams | None:
         """What the tracker reads on the avatar drawn at ``params``; None when it finds no face."""
+        if self.trim is not None:
+            self.trim.reset()
+            for i in range(self.trim_frames):
+                held = dataclasses.replace(params, t=i / 30.0, frame=i)
+                self.trim.observe(held, self.renderer.render(self.trim.apply(held)))
+            params = self.trim.apply(params)
         frame = self.renderer.render(params)
         self.tracker.reset()
         track = self.tracker.process(frame)
@@ -215,6 +227,8 @@ class RoundTrip:
 
     def close(self) -> None:
         self.renderer.close()
+        if self.trim is not None:
+            self.trim.close()
 
     def __enter__(self) -> RoundTrip:
         return self
@@ -287,9 +301,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=60)
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--live", action="store_true", help="live settings: no supersampling, one crop per eye")
+    parser.add_argument("--trim", type=int, default=0, metavar="FRAMES",
+                        help="hold each point this many frames through the gaze trim before reading it (default 0)")
     args = parser.parse_args()
     wanted = sample_human_range(args.samples, args.seed)
-    settings = {"supersample": 1, "eye_samples": 1} if args.live else {}
+    settings: dict[str, int] = {"supersample": 1, "eye_samples": 1} if args.live else {}
+    settings["trim_frames"] = args.trim
     with RoundTrip(**settings) as loop:
         measured = [loop(p) for p in wanted]
     for key, value in summary(round_trip_errors(wanted, measured)).items():

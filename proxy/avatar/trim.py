@@ -8,9 +8,15 @@ vergence (``scripts/calibration_check.py``), which a doctor would take for a squ
 :class:`GazeTrim` closes the loop on the stream itself. It tracks the avatar just drawn (never
 the patient's picture) with a tracker of its own, compares each eye's gaze read there with the
 gaze that was wanted, and integrates the difference, per eye and axis, into an offset that is
-taken off the gaze asked of the calibration for the next frames. The offset moves slowly (about
-:data:`TIME_CONSTANT_S`), so fast eye movements (saccades, nystagmus) still pass straight through
-the calibration; only the error the calibration leaves at the posture being held is taken away.
+taken off the gaze asked of the calibration for the next frames. The calibration's error has a
+part common to every gaze at the head's pose and distance, and a part that changes with the gaze
+(by a few degrees between gazes 10 deg apart, which also makes the loop's slope wrong there): each
+eye's offset is a common part plus a coarse grid over its wanted gaze (:data:`GRID_STEP_DEG`),
+learnt together (normalised least mean squares), so an eye that moves between two places keeps
+what was learnt at each. The offset at a gaze moves slowly (about :data:`TIME_CONSTANT_S`), so
+fast eye movements (saccades, nystagmus) still pass through the calibration; only the error it
+leaves at the postures being held is taken away, and what is no longer visited fades back
+(:data:`FORGET_S`).
 
 The offset is a function of the parameters alone (what was wanted and what the avatar drawn from
 them reads as), so the picture stays a function of the mask parameters and carries nothing of the
@@ -30,8 +36,14 @@ from proxy.avatar.retarget import Retargeter
 from proxy.params import MaskParams
 from proxy.tracking.tracker import FaceTracker
 
-#: How long the offset takes to take out most (1 - 1/e) of a steady error, in seconds of stream.
+#: How long the offset at a gaze takes to take out most (1 - 1/e) of a steady error there, in seconds of stream.
 TIME_CONSTANT_S = 0.4
+#: ... and averages at least this many readings: one reading of the avatar's gaze has about 0.7 deg of noise, which
+#: a stream read back only a few times a second (live) would otherwise draw as a twitch at each reading.
+MIN_READINGS = 6
+#: How long a learnt offset lasts where the eye no longer goes (s): it fades back to the calibration alone, as the
+#: head's pose and distance it was learnt at change.
+FORGET_S = 20.0
 #: The most one reading may move the offset: a larger difference is the tracker failing on a frame
 #: (a reading several degrees off for one frame), not an error of the calibration.
 MAX_ERROR_DEG = 8.0
@@ -39,8 +51,33 @@ MAX_ERROR_DEG = 8.0
 MAX_OFFSET_DEG = 6.0
 #: The eye must be at least this open (eye widths), wanted and read, for its gaze to count (as in the fit).
 MIN_APERTURE = 0.2
+#: The offsets are kept on a grid over each eye's wanted gaze, (yaw, pitch) in degrees: the calibration's error
+#: changes with the gaze (by a few degrees between gazes 10 deg apart), so an eye that moves between two
+#: places keeps what was learnt at each. Between nodes the offset is interpolated.
+GRID_STEP_DEG = 5.0
+GRID_YAW = (-40.0, 40.0)
+GRID_PITCH = (-30.0, 30.0)
 #: Gaze keys of each eye, (yaw, pitch).
 AXES = ("yaw", "pitch")
+SIDES = ("right", "left")
+
+
+def _nodes(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The four grid nodes around a gaze (yaw index, pitch index) and their bilinear weights."""
+    u = (min(max(yaw, GRID_YAW[0]), GRID_YAW[1]) - GRID_YAW[0]) / GRID_STEP_DEG
+    v = (min(max(pitch, GRID_PITCH[0]), GRID_PITCH[1]) - GRID_PITCH[0]) / GRID_STEP_DEG
+    last_u, last_v = _shape()[0] - 2, _shape()[1] - 2
+    i, j = min(int(u), last_u), min(int(v), last_v)
+    fu, fv = u - i, v - j
+    rows = np.array([i, i + 1, i, i + 1])
+    cols = np.array([j, j, j + 1, j + 1])
+    weights = np.array([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
+    return rows, cols, weights
+
+
+def _shape() -> tuple[int, int]:
+    return (round((GRID_YAW[1] - GRID_YAW[0]) / GRID_STEP_DEG) + 1,
+            round((GRID_PITCH[1] - GRID_PITCH[0]) / GRID_STEP_DEG) + 1)
 
 
 class GazeTrim:
@@ -57,67 +94,93 @@ class GazeTrim:
         self.every = every
         self.tracker = FaceTracker(threads=threads, smoothing=False, eye_samples=eye_samples)
         self.retarget = Retargeter()
-        self.offsets: dict[str, float] = {}
+        #: Per eye, the (yaw, pitch) offset common to every gaze (degrees) ...
+        self.biases = {side: np.zeros(2) for side in SIDES}
+        #: ... and, on a grid of (yaw nodes, pitch nodes, 2), what each wanted gaze adds to it.
+        self.grids = {side: np.zeros((*_shape(), 2)) for side in SIDES}
         self._count = 0
         self._last_t: float | None = None
 
     def reset(self) -> None:
         """Forget the offsets (a new stream, or the face lost)."""
-        self.offsets.clear()
+        for side in SIDES:
+            self.biases[side][:] = 0.0
+            self.grids[side][:] = 0.0
         self.tracker.reset()
         self.retarget.reset()
         self._count = 0
         self._last_t = None
 
+    def offset(self, params: MaskParams, side: str) -> tuple[float, float]:
+        """The (yaw, pitch) offset of one eye at its gaze in ``params`` (0 for an eye without a gaze)."""
+        yaw, pitch = getattr(params, f"{side}_gaze_yaw"), getattr(params, f"{side}_gaze_pitch")
+        if yaw is None or pitch is None:
+            return 0.0, 0.0
+        rows, cols, weights = _nodes(float(yaw), float(pitch))
+        value = np.clip(self.biases[side] + weights @ self.grids[side][rows, cols], -MAX_OFFSET_DEG, MAX_OFFSET_DEG)
+        return float(value[0]), float(value[1])
+
     def apply(self, params: MaskParams) -> MaskParams:
-        """``params`` with each eye's gaze less its offset: what to ask of the calibration."""
-        if not self.offsets:
+        """``params`` with each eye's gaze less its offset there: what to ask of the calibration."""
+        if not params.face:
             return params
         changes = {}
-        for name, offset in self.offsets.items():
-            value = getattr(params, name)
-            if value is not None:
-                changes[name] = float(value) - offset
-        return dataclasses.replace(params, **changes)
+        for side in SIDES:
+            offsets = self.offset(params, side)
+            for axis, offset in zip(AXES, offsets, strict=True):
+                value = getattr(params, f"{side}_gaze_{axis}")
+                if value is not None and offset:
+                    changes[f"{side}_gaze_{axis}"] = float(value) - offset
+        return dataclasses.replace(params, **changes) if changes else params
 
     def due(self) -> bool:
         """Whether the frame about to be drawn should be read back (:meth:`observe`)."""
         return self._count % self.every == 0
 
     def observe(self, wanted: MaskParams, picture: np.ndarray) -> None:
-        """Read the avatar drawn for ``wanted`` (RGB or RGBA) and move the offsets towards what it missed.
+        """Read the avatar drawn for ``wanted`` (RGB or RGBA) and move the offsets at its gaze towards what it
+        missed.
 
         ``wanted`` is the frame's parameters as measured: an eye that was not measured (None), or
         not open enough to have a gaze, leaves its offsets as they are.
         """
         due, self._count = self.due(), self._count + 1
         if not wanted.face:
-            if self.offsets:
+            if self._last_t is not None:
                 self.reset()
             return
         if not due:
             return
-        dt = self.every / 30.0 if self._last_t is None else max(wanted.t - self._last_t, 1e-3)
+        dt = self.every / 30.0 if self._last_t is None else min(max(wanted.t - self._last_t, 1e-3), 1.0)
         self._last_t = wanted.t
         height, width = picture.shape[:2]
         rgb = np.ascontiguousarray(picture[..., :3])
         read = self.retarget(self.tracker.process(rgb), width, height)
-        if not read.face:
-            return
-        gain = 1.0 - math.exp(-min(dt, 1.0) / TIME_CONSTANT_S)
-        for side in ("right", "left"):
-            if not _open(wanted, side) or not _open(read, side) or not _readable(wanted, side):
+        gain = 1.0 - math.exp(-min(dt / TIME_CONSTANT_S, 1.0 / MIN_READINGS))
+        keep = math.exp(-dt / FORGET_S)
+        for side in SIDES:
+            grid, bias = self.grids[side], self.biases[side]
+            grid *= keep
+            bias *= keep
+            if not (read.face and _open(wanted, side) and _open(read, side) and _readable(wanted, side)):
                 continue
+            errors = []
             for axis in AXES:
-                name = f"{side}_gaze_{axis}"
-                want, got = getattr(wanted, name), getattr(read, name)
-                if want is None or got is None or abs(got - want) > MAX_ERROR_DEG:
-                    continue
-                offset = self.offsets.get(name, 0.0) + gain * (got - want)
-                self.offsets[name] = float(np.clip(offset, -MAX_OFFSET_DEG, MAX_OFFSET_DEG))
+                want, got = getattr(wanted, f"{side}_gaze_{axis}"), getattr(read, f"{side}_gaze_{axis}")
+                errors.append(math.nan if want is None or got is None else float(got) - float(want))
+            if not all(abs(e) <= MAX_ERROR_DEG for e in errors):  # NaN fails too
+                continue
+            # move the offset at this gaze by gain * error, shared between the common offset and the four grid
+            # nodes around the gaze in proportion to their weights (normalised LMS)
+            rows, cols, weights = _nodes(float(getattr(wanted, f"{side}_gaze_yaw")),
+                                         float(getattr(wanted, f"{side}_gaze_pitch")))
+            share = gain / (1.0 + float(weights @ weights))
+            bias[:] = np.clip(bias + share * np.asarray(errors), -MAX_OFFSET_DEG, MAX_OFFSET_DEG)
+            grid[rows, cols] = np.clip(grid[rows, cols] + share * np.outer(weights, errors),
+                                       -MAX_OFFSET_DEG, MAX_OFFSET_DEG)
 
     def close(self) -> None:
-        self.offsets.clear()
+        self.reset()
 
 
 def _open(params: MaskParams, side: str) -> bool:

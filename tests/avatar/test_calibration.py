@@ -171,6 +171,44 @@ def test_held_out_round_trip_across_head_poses(held_out: tuple[list[MaskParams],
         assert figures["head_median"] <= 1.2, figures
 
 
+# ---- the loop as a stream draws it: held postures, through the gaze trim ------------------
+#
+# A stream holds a posture for a moment; the gaze trim (proxy/avatar/trim.py) reads the avatar back meanwhile and
+# takes out the error the calibration leaves there. Each held-out point is held TRIM_FRAMES frames (1 s at 30 fps)
+# through a fresh trim, then read as above. Gaze only: the trim leaves the lids as measured.
+
+TRIM_FRAMES, TRIM_POINTS = 30, 20
+
+
+def held_through_the_trim(ranges: dict[str, tuple[float, float]]) -> tuple[list[MaskParams], list[MaskParams | None]]:
+    wanted = sample_human_range(TRIM_POINTS, HELD_OUT_SEED, {**ranges, "aperture": (0.2, READABLE_APERTURE)})
+    with RoundTrip(trim_frames=TRIM_FRAMES) as loop:
+        return wanted, [loop(p) for p in wanted]
+
+
+def test_held_out_round_trip_through_the_trim_consult() -> None:
+    """Issue 15's gaze figures for the loop over a consult's usual range: median |error| <= 0.5 deg, 95th percentile
+    <= 1.5 deg, vergence bias within 0.3 deg (the calibration alone: 1.2 / 3.6 deg, above)."""
+    figures = summary(round_trip_errors(*held_through_the_trim(CONSULT_RANGE)))
+    assert figures["measured"] == 1.0
+    assert figures["gaze_median"] <= 0.5, figures
+    assert figures["gaze_p95"] <= 1.5, figures
+    assert abs(figures["vergence_yaw_bias"]) <= 0.3, figures
+    assert abs(figures["vergence_pitch_bias"]) <= 0.3, figures
+
+
+def test_held_out_round_trip_through_the_trim_across_head_poses() -> None:
+    """Over the whole range the median gaze error is within 0.5 deg whether the head is turned or not. The tail
+    is not: where our tracker fails outright on the avatar (10-30 deg off, at eyes turned 25-30 deg apart with the
+    head rolled), the trim leaves the reading alone, as it must (README, The avatar)."""
+    wanted, measured = held_through_the_trim(HUMAN_RANGE)
+    errors = round_trip_errors(wanted, measured)
+    turn = np.array([max(abs(p.head_yaw) / 40, abs(p.head_pitch) / 25, abs(p.head_roll) / 20) for p in wanted])
+    for band in (turn < 0.5, turn >= 0.5):
+        figures = summary({k: v[band] for k, v in errors.items()})
+        assert figures["gaze_median"] <= 0.5, figures
+
+
 # ---- wide-open lids ---------------------------------------------------------------------
 
 
