@@ -177,7 +177,7 @@ def test_held_out_round_trip_across_head_poses(held_out: tuple[list[MaskParams],
 # takes out the error the calibration leaves there. Each held-out point is held TRIM_FRAMES frames (1 s at 30 fps)
 # through a fresh trim, then read as above. Gaze only: the trim leaves the lids as measured.
 
-TRIM_FRAMES, TRIM_POINTS = 30, 20
+TRIM_FRAMES, TRIM_POINTS = 30, 14
 
 
 def held_through_the_trim(ranges: dict[str, tuple[float, float]]) -> tuple[list[MaskParams], list[MaskParams | None]]:
