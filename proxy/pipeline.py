@@ -50,17 +50,20 @@ class MaskPipeline:
     cheaper to read back from GL and no fresh pages to fault in every frame, for a caller that converts
     it to I420 at once (the live worker). Files keep a new HxWx3 RGB array per frame.
     ``trim_every`` reads the avatar back every that many frames (:class:`~proxy.avatar.trim.GazeTrim`;
-    0: never): each reading is a tracking pass.
+    0: never): each reading is a tracking pass. With ``defer_trim`` the reading waits for :meth:`read_back`, so a
+    live caller can send the frame first and read it back after (the reading then adds no latency).
     """
 
     def __init__(self, threads: int = 1, max_track_pixels: int = MAX_TRACK_PIXELS, eye_samples: int = 1,
-                 supersample: int = 1, rgba: bool = False, trim_every: int = 1) -> None:
+                 supersample: int = 1, rgba: bool = False, trim_every: int = 1, defer_trim: bool = False) -> None:
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
         self.retarget = Retargeter()
         self.hold = EyeHold()
         self.trim = GazeTrim(trim_every, eye_samples, threads) if trim_every > 0 else None
+        self.defer_trim = defer_trim
+        self._unread: tuple[MaskParams, np.ndarray] | None = None
         self.renderer: AvatarRenderer | None = None
         self.supersample = supersample
         self.rgba = rgba
@@ -74,6 +77,7 @@ class MaskPipeline:
         self.tracker.reset()
         self.retarget.reset()
         self.hold.reset()
+        self._unread = None
         if self.trim is not None:
             self.trim.reset()
 
@@ -111,11 +115,20 @@ class MaskPipeline:
                 self._out = np.empty((height, width, 4), np.uint8)
             frame = self.renderer.render_into(params, self._out)
         self.timings["render"] = (time.perf_counter() - start) * 1000
-        if self.trim is not None:
-            start = time.perf_counter()
-            self.trim.observe(wanted, frame)
-            self.timings["trim"] = (time.perf_counter() - start) * 1000
+        self._unread = (wanted, frame) if self.trim is not None else None
+        if not self.defer_trim:
+            self.read_back()
         return frame
+
+    def read_back(self) -> None:
+        """Let the trim read the avatar last drawn (at once unless ``defer_trim``; call it before the next frame)."""
+        if self.trim is None or self._unread is None:
+            return
+        start = time.perf_counter()
+        wanted, frame = self._unread
+        self._unread = None
+        self.trim.observe(wanted, frame)
+        self.timings["trim"] = (time.perf_counter() - start) * 1000
 
     def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
         """Track then render one frame; the output has the input's size."""

@@ -179,7 +179,7 @@ class MaskWorker:
         if self._factory is not None:
             return self._factory()
         return MaskPipeline(threads=self._threads, eye_samples=self._eye_samples, supersample=self._supersample,
-                            rgba=True, trim_every=self._trim_every)
+                            rgba=True, trim_every=self._trim_every, defer_trim=True)
 
     def _run(self) -> None:
         pipeline = None
@@ -222,6 +222,7 @@ class MaskWorker:
                         self._loop.call_soon_threadsafe(self._on_result, result)
                     except RuntimeError:  # the loop is closed: we are shutting down
                         return
+                    self._read_back(pipeline)
         finally:
             if pipeline is not None:
                 pipeline.close()  # type: ignore[attr-defined]
@@ -246,6 +247,20 @@ class MaskWorker:
                 except Exception:  # noqa: BLE001
                     pass
             return card, None
+
+    def _read_back(self, pipeline: object | None) -> None:
+        """The gaze trim's reading of the avatar just sent (proxy.avatar.trim), after it left: no latency added."""
+        read_back = getattr(pipeline, "read_back", None)
+        if read_back is None:
+            return
+        start = time.thread_time()
+        try:
+            read_back()
+        except Exception as exc:  # noqa: BLE001 - a failed reading leaves the trim as it was, not the worker
+            log.error("reading the avatar back failed (%s: %s)", exc.__class__.__name__, exc)
+            return
+        if self._cost is not None:
+            self._cost("trim", time.thread_time() - start)
 
     def _send(self, result: MaskResult) -> None:
         """Encode and send the avatar frame, unless it is too late to be live."""

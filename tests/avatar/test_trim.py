@@ -153,3 +153,21 @@ def test_the_pipeline_trims_the_picture_not_the_data(face_photo: np.ndarray) -> 
         assert not np.array_equal(picture, trimmed.renderer.render(trimmed.hold(params)))
         trimmed.reset()
         assert trimmed.trim.offset(params, "right") == trimmed.trim.offset(params, "left") == (0.0, 0.0)
+
+
+def test_a_live_pipeline_reads_back_after_the_frame_left(face_photo: np.ndarray) -> None:
+    """With ``defer_trim`` (the live worker) drawing a frame does not read it; ``read_back()`` does, once."""
+    from proxy.pipeline import MaskPipeline
+
+    with MaskPipeline(defer_trim=True) as pipeline:
+        assert pipeline.trim is not None
+        for i in range(10):
+            params, _ = pipeline.process(face_photo, i / FPS, i)
+            drawn_with = pipeline.trim.offset(params, "right")
+            assert "trim" not in pipeline.timings  # drawn, not yet read
+            pipeline.read_back()
+            assert "trim" in pipeline.timings
+            read = pipeline.trim.offset(params, "right")
+            assert read != drawn_with  # the reading moved the offset
+            pipeline.read_back()  # nothing left to read: the same frame is not read twice
+            assert pipeline.trim.offset(params, "right") == read
