@@ -24,6 +24,10 @@ on anybody's video) so that track(render(p)) = p over the human range, and store
 ``models/avatar_calibration.npz``. Each eye has its own functions, fitted with the
 vergence (right minus left) as a target of its own, so the avatar adds no squint.
 
+What a low-order fit over the whole range leaves at the posture being held (a few degrees, and
+different for the two eyes) is taken out while a stream runs by :mod:`proxy.avatar.trim`, which
+reads the avatar back and trims the gaze asked of this calibration.
+
 Only :class:`~proxy.params.MaskParams` go in and out: the calibration is the same for
 every patient.
 """
