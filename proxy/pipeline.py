@@ -61,7 +61,7 @@ class MaskPipeline:
         self.tracker = FaceTracker(threads=threads, eye_samples=eye_samples)
         self.retarget = Retargeter()
         self.hold = EyeHold()
-        self.trim = GazeTrim(trim_every, eye_samples, threads) if trim_every > 0 else None
+        self.trim = GazeTrim(trim_every, eye_samples, threads, models_of=self.tracker) if trim_every > 0 else None
         self.defer_trim = defer_trim
         self._unread: tuple[MaskParams, np.ndarray] | None = None
         self.renderer: AvatarRenderer | None = None

@@ -85,14 +85,16 @@ class GazeTrim:
 
     ``every`` says how often the avatar is read back: every frame in files, less often live, where
     each reading costs a tracking pass. ``eye_samples`` should be the stream tracker's own, so the
-    avatar is read as the patient was.
+    avatar is read as the patient was; ``models_of`` is that tracker, whose models the trim's shares
+    (the same thread uses both).
     """
 
-    def __init__(self, every: int = 1, eye_samples: int = 1, threads: int = 1) -> None:
+    def __init__(self, every: int = 1, eye_samples: int = 1, threads: int = 1,
+                 models_of: FaceTracker | None = None) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, not {every}")
         self.every = every
-        self.tracker = FaceTracker(threads=threads, smoothing=False, eye_samples=eye_samples)
+        self.tracker = FaceTracker(threads=threads, smoothing=False, eye_samples=eye_samples, models_of=models_of)
         self.retarget = Retargeter()
         #: Per eye, the (yaw, pitch) offset common to every gaze (degrees) ...
         self.biases = {side: np.zeros(2) for side in SIDES}

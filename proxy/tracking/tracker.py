@@ -196,10 +196,16 @@ class FaceTracker:
     (for example between unrelated photos).
     """
 
-    def __init__(self, threads: int = 1, smoothing: bool = True, eye_samples: int = 1) -> None:
-        self.detector = FaceDetector(threads)
-        self.mesh = create_session(model_path("face_landmark.onnx"), threads)
-        self.iris = create_session(model_path("iris_landmark.onnx"), threads)
+    def __init__(self, threads: int = 1, smoothing: bool = True, eye_samples: int = 1,
+                 models_of: FaceTracker | None = None) -> None:
+        """``models_of``: another tracker whose models (ONNX sessions, about 50 MB) this one shares; both must be
+        used from one thread (the gaze trim's tracker shares its stream's)."""
+        if models_of is not None:
+            self.detector, self.mesh, self.iris = models_of.detector, models_of.mesh, models_of.iris
+        else:
+            self.detector = FaceDetector(threads)
+            self.mesh = create_session(model_path("face_landmark.onnx"), threads)
+            self.iris = create_session(model_path("iris_landmark.onnx"), threads)
         self._mesh_input = self.mesh.get_inputs()[0].name
         self._iris_input = self.iris.get_inputs()[0].name
         # model inputs, reused every frame (RGB in [0, 1], NHWC)

@@ -143,6 +143,7 @@ def test_the_pipeline_trims_the_picture_not_the_data(face_photo: np.ndarray) -> 
             params, picture = trimmed.process(face_photo, i / FPS, i)
             assert params == plain.track(face_photo, i / FPS, i)  # the data: as measured, trim or not
         assert trimmed.trim is not None and plain.trim is None
+        assert trimmed.trim.tracker.mesh is trimmed.tracker.mesh  # one set of models per stream (about 50 MB)
         right = trimmed.trim.offset(trimmed.hold(params), "right")
         assert max(abs(v) for v in right) > 0.05, right
         # the picture is the avatar of the measured parameters less the offsets there, as they were when it was drawn
