@@ -57,6 +57,8 @@ MIN_APERTURE = 0.2
 GRID_STEP_DEG = 5.0
 GRID_YAW = (-40.0, 40.0)
 GRID_PITCH = (-30.0, 30.0)
+GRID_SHAPE = (round((GRID_YAW[1] - GRID_YAW[0]) / GRID_STEP_DEG) + 1,
+              round((GRID_PITCH[1] - GRID_PITCH[0]) / GRID_STEP_DEG) + 1)
 #: Gaze keys of each eye, (yaw, pitch).
 AXES = ("yaw", "pitch")
 SIDES = ("right", "left")
@@ -66,18 +68,12 @@ def _nodes(yaw: float, pitch: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """The four grid nodes around a gaze (yaw index, pitch index) and their bilinear weights."""
     u = (min(max(yaw, GRID_YAW[0]), GRID_YAW[1]) - GRID_YAW[0]) / GRID_STEP_DEG
     v = (min(max(pitch, GRID_PITCH[0]), GRID_PITCH[1]) - GRID_PITCH[0]) / GRID_STEP_DEG
-    last_u, last_v = _shape()[0] - 2, _shape()[1] - 2
-    i, j = min(int(u), last_u), min(int(v), last_v)
+    i, j = min(int(u), GRID_SHAPE[0] - 2), min(int(v), GRID_SHAPE[1] - 2)
     fu, fv = u - i, v - j
     rows = np.array([i, i + 1, i, i + 1])
     cols = np.array([j, j, j + 1, j + 1])
     weights = np.array([(1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv])
     return rows, cols, weights
-
-
-def _shape() -> tuple[int, int]:
-    return (round((GRID_YAW[1] - GRID_YAW[0]) / GRID_STEP_DEG) + 1,
-            round((GRID_PITCH[1] - GRID_PITCH[0]) / GRID_STEP_DEG) + 1)
 
 
 class GazeTrim:
@@ -99,7 +95,7 @@ class GazeTrim:
         #: Per eye, the (yaw, pitch) offset common to every gaze (degrees) ...
         self.biases = {side: np.zeros(2) for side in SIDES}
         #: ... and, on a grid of (yaw nodes, pitch nodes, 2), what each wanted gaze adds to it.
-        self.grids = {side: np.zeros((*_shape(), 2)) for side in SIDES}
+        self.grids = {side: np.zeros((*GRID_SHAPE, 2)) for side in SIDES}
         self._count = 0
         self._last_t: float | None = None
 
@@ -156,8 +152,7 @@ class GazeTrim:
         dt = self.every / 30.0 if self._last_t is None else min(max(wanted.t - self._last_t, 1e-3), 1.0)
         self._last_t = wanted.t
         height, width = picture.shape[:2]
-        rgb = np.ascontiguousarray(picture[..., :3])
-        read = self.retarget(self.tracker.process(rgb), width, height)
+        read = self.retarget(self.tracker.process(picture), width, height)  # the tracker takes RGBA as it is
         gain = 1.0 - math.exp(-min(dt / TIME_CONSTANT_S, 1.0 / MIN_READINGS))
         keep = math.exp(-dt / FORGET_S)
         for side in SIDES:
