@@ -200,6 +200,7 @@ class AvatarMesh:
         self._brows = [self._region_weights(template.right_brow, BROW_BAND_CM, exclude=template.right_eye),
                        self._region_weights(template.left_brow, BROW_BAND_CM, exclude=template.left_eye)]
         self._mouth_rig()
+        self._order_triangles(len(self._drop_openings(self._surface.astype(np.int32))))
         self._positions = self.rest.copy()
         # Shading normals are those of the neutral face: moving lids and lips then keep the
         # neutral's smooth shading instead of showing folds as dark creases (and it is cheaper).
@@ -363,6 +364,25 @@ class AvatarMesh:
             w = np.zeros(len(self.rest))
             w[:self.n_face] = _falloff(d, SMILE_BAND_CM)
             self._smile.append((side, w))
+
+    def _order_triangles(self, surface: int) -> None:
+        """Put the skin that never moves first (:attr:`cullable_triangles` of them).
+
+        The skin is a closed shell, so a renderer may cull the back faces of the part that never
+        moves: it never turns its inside to the camera. Skin that the lids, brows, jaw, lips or smile
+        move can fold over (the mouth's corners do), and the openings' linings and the lash lines are
+        seen from either side: those come after, to be drawn two-sided.
+        """
+        moving = np.zeros(len(self.rest), dtype=bool)
+        for eye in self._eyes:
+            moving[eye.near] = True
+        for weights in [*self._brows, self._jaw, self._upper_lip, *(w for _, w in self._smile)]:
+            moving |= weights > 0
+        shell = self.triangles[:surface]
+        still = ~moving[shell].any(1)
+        self.triangles = np.concatenate([shell[still], shell[~still], self.triangles[surface:]])
+        #: The first this many of :attr:`triangles` may be drawn with back faces culled.
+        self.cullable_triangles = int(still.sum())
 
     # ---- per frame ----------------------------------------------------------------------
 

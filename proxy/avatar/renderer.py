@@ -157,15 +157,20 @@ class AvatarRenderer:
 
     ``perspective`` (the default) draws through the nominal pinhole camera of the picture's size,
     as the retargeter reads it; ``False`` draws in weak perspective (the eye close-up's framing).
+
+    ``cull`` (the default) skips the back faces of the closed surfaces (the skin that never moves, the
+    body), which are never seen: the same picture, drawn faster. ``False`` draws every triangle.
     """
 
     def __init__(self, width: int, height: int, backend: str | None = None,
                  template: Template | None = None, samples: int = SAMPLES,
-                 calibration: Calibration | None = None, supersample: int = 1, perspective: bool = True) -> None:
+                 calibration: Calibration | None = None, supersample: int = 1, perspective: bool = True,
+                 cull: bool = True) -> None:
         if supersample < 1:
             raise ValueError(f"supersample must be at least 1, not {supersample}")
         self.supersample = int(supersample)
         self.perspective = perspective
+        self.cull = cull
         self.template = template or load_template()
         self.calibration = calibration if calibration is not None else load_calibration()
         self.mesh = AvatarMesh(self.template)
@@ -383,18 +388,24 @@ class AvatarRenderer:
             program["u_dim"].value = SEARCHING_DIM if searching else 1.0
         skin["u_local"].write(_mat3(np.eye(3)))
         skin["u_offset"].value = (0.0, 0.0, 0.0)
-        self._head_vao.render(moderngl.TRIANGLES)
+        # The skin's shell and the body are closed: their far sides are never seen, so they are culled (llvmpipe
+        # then neither shades nor depth-tests them: the same picture, drawn faster). Their outside faces are
+        # counter-clockwise in the head frame, clockwise on screen (rows run downwards). Skin that moves can fold
+        # over, and the openings' linings and the lash lines are seen from either side: they follow, two-sided.
+        if self.cull:
+            ctx.enable(moderngl.CULL_FACE)
+        ctx.front_face = "cw"
+        surface = 3 * self.mesh.cullable_triangles
+        self._head_vao.render(moderngl.TRIANGLES, vertices=surface)
         body = head_rotation(*body_angles(params.head_yaw, params.head_pitch, params.head_roll))
         self._body_dynamic[:, :3], self._body_dynamic[:, 3:] = self.body.pose(turn @ rotation, turn @ body)
         self._body_vbo.write(self._body_dynamic)
         skin["u_head"].write(_mat3(np.eye(3)))  # posed in the head's camera frame already
-        # The body is a closed tube: its far side is never seen, so it is culled (half the fill). Its
-        # outside faces are counter-clockwise in the head frame, clockwise on screen (rows run downwards).
-        ctx.enable(moderngl.CULL_FACE)
-        ctx.front_face = "cw"
         self._body_vao.render(moderngl.TRIANGLES)
         ctx.front_face = "ccw"
         ctx.disable(moderngl.CULL_FACE)
+        skin["u_head"].write(head)
+        self._head_vao.render(moderngl.TRIANGLES, vertices=3 * len(self.mesh.triangles) - surface, first=surface)
         # each eyeball's optical axis lies kappa temporal of its line of sight (the gaze)
         for centre, (yaw, pitch), nasal in zip(self._eye_centres,
                                                ((params.right_gaze_yaw, params.right_gaze_pitch),
