@@ -159,7 +159,7 @@ class AvatarRenderer:
     as the retargeter reads it; ``False`` draws in weak perspective (the eye close-up's framing).
 
     ``cull`` (the default) skips the back faces of the closed surfaces (the skin that never moves, the
-    body), which are never seen: the same picture, drawn faster. ``False`` draws every triangle.
+    body, the eyeballs), which are never seen: the same picture, drawn faster. ``False`` draws every triangle.
     """
 
     def __init__(self, width: int, height: int, backend: str | None = None,
@@ -406,7 +406,11 @@ class AvatarRenderer:
         ctx.disable(moderngl.CULL_FACE)
         skin["u_head"].write(head)
         self._head_vao.render(moderngl.TRIANGLES, vertices=3 * len(self.mesh.triangles) - surface, first=surface)
-        # each eyeball's optical axis lies kappa temporal of its line of sight (the gaze)
+        # Each eyeball's optical axis lies kappa temporal of its line of sight (the gaze). An eyeball is a
+        # closed sphere, so its far half is culled like the skin's.
+        if self.cull:
+            ctx.enable(moderngl.CULL_FACE)
+        ctx.front_face = "cw"
         for centre, (yaw, pitch), nasal in zip(self._eye_centres,
                                                ((params.right_gaze_yaw, params.right_gaze_pitch),
                                                 (params.left_gaze_yaw, params.left_gaze_pitch)), (1.0, -1.0),
@@ -414,6 +418,8 @@ class AvatarRenderer:
             eye["u_local"].write(_mat3(eye_rotation(float(yaw) - nasal * KAPPA_DEG, float(pitch))))
             eye["u_offset"].value = tuple(float(c) for c in centre)
             self._eye_vao.render(moderngl.TRIANGLES)
+        ctx.front_face = "ccw"
+        ctx.disable(moderngl.CULL_FACE)
         if searching:
             self._draw_spinner(params.t)
 
