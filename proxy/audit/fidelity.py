@@ -97,6 +97,7 @@ class ClipTrace:
     face_masked: np.ndarray  #: (frames,) bool: the re-tracker found a face in the avatar frame
     samples: list[tuple[float, np.ndarray]] = field(default_factory=list)  #: (t, masked frame) pairs
     flipped: bool = False  #: the clip was mirrored left-right before tracking
+    cropped: bool = False  #: the clip was cropped off-centre before tracking (:func:`crop_off_centre`)
 
     @property
     def frames(self) -> int:
@@ -119,10 +120,26 @@ def measured_row(params: MaskParams) -> list[float]:
     return row
 
 
+#: ``--crop``: the share of each side kept, and where the kept part starts (shares of the width and height).
+CROP_KEEP = 0.8
+CROP_START = (0.15, 0.05)
+
+
+def crop_off_centre(rgb: np.ndarray) -> np.ndarray:
+    """The picture cropped to :data:`CROP_KEEP` of each side, more off the left and the bottom than the other sides
+    (even sizes): a face near the middle lands off the picture's centre and 1.25 times larger. As a camera placed
+    elsewhere and nearer sees a patient, it is an unseen case made from the same clip."""
+    height, width = rgb.shape[:2]
+    keep_w, keep_h = int(width * CROP_KEEP) // 2 * 2, int(height * CROP_KEEP) // 2 * 2
+    x0, y0 = int(width * CROP_START[0]), int(height * CROP_START[1])
+    return np.ascontiguousarray(rgb[y0:y0 + keep_h, x0:x0 + keep_w])
+
+
 def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarget: Retargeter,
                max_seconds: float | None = None, tick: Callable[[], None] | None = None,
-               flip: bool = False) -> ClipTrace:
-    """Track, mask and re-track every frame of ``path`` (up to ``max_seconds``; mirrored with ``flip``)."""
+               flip: bool = False, crop: bool = False) -> ClipTrace:
+    """Track, mask and re-track every frame of ``path`` (up to ``max_seconds``; mirrored with ``flip``, cropped
+    off-centre with ``crop``)."""
     pipeline.reset()
     for thing in (tracker, retarget):
         thing.reset()
@@ -142,6 +159,8 @@ def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarge
             if max_seconds is not None and frame.t >= max_seconds:
                 break
             rgb = np.ascontiguousarray(frame.rgb[:, ::-1]) if flip else frame.rgb
+            if crop:
+                rgb = crop_off_centre(rgb)
             height, width = rgb.shape[:2]
             size = (width, height)
             params, avatar = pipeline.process(rgb, frame.t, frame.index)
@@ -158,10 +177,11 @@ def trace_clip(path: Path, pipeline: MaskPipeline, tracker: FaceTracker, retarge
                 tick()
     columns = len(MEASURED)
     found = np.array(faces, dtype=bool).reshape(-1, 2)
-    name = f"{path.name} (flipped)" if flip else path.name
+    name = path.name + (" (flipped)" if flip else "") + (" (cropped)" if crop else "")
     return ClipTrace(name, fps, size, np.array(times),
                      np.array(original, dtype=np.float64).reshape(-1, columns),
-                     np.array(masked, dtype=np.float64).reshape(-1, columns), found[:, 0], found[:, 1], samples, flip)
+                     np.array(masked, dtype=np.float64).reshape(-1, columns), found[:, 0], found[:, 1], samples, flip,
+                     crop)
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -263,6 +283,7 @@ def clip_stats(clip: ClipTrace) -> dict[str, Any]:
     stats = {
         "clip": clip.name,
         "flipped": clip.flipped,
+        "cropped": clip.cropped,
         "frames": n,
         "fps": round(clip.fps, 3),
         "duration_s": round(float(clip.t[-1]) + 1.0 / clip.fps, 3) if n else 0.0,

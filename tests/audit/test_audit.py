@@ -401,3 +401,27 @@ def test_flip_audits_the_mirrored_clip(audit_out: Path, report: dict) -> None:
     for name in ("head_roll", "head_yaw"):
         assert median(mirror, name) == pytest.approx(-median(plain, name), abs=2.0)
     assert median(mirror, "right_aperture") == pytest.approx(median(plain, "left_aperture"), abs=0.03)
+
+
+def test_crop_audits_the_clip_cropped_off_centre(audit_out: Path) -> None:
+    """--crop adds each clip cropped off-centre: a smaller picture, the same person, the same eyes (the lids are
+    measured in eye widths, so they do not change with the crop)."""
+    from proxy.audit.fidelity import crop_off_centre
+
+    picture = np.zeros((480, 641, 3), np.uint8)
+    assert crop_off_centre(picture).shape == (384, 512, 3) and crop_off_centre(picture).flags.c_contiguous
+    out = audit_out.parent / "crop"
+    status, err = _run(["audit", "--videos", str(audit_out.parent / "videos"), "--out", str(out), "--crop",
+                        "--max-seconds", "1"])
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    (plain,), (cropped,) = report["fidelity"]["clips"], report["fidelity"]["cropped_clips"]
+    assert cropped["clip"] == f"{plain['clip']} (cropped)" and cropped["cropped"] and not plain["cropped"]
+    assert cropped["size"] == [int(v * 0.8) // 2 * 2 for v in plain["size"]]
+    assert {c["set"] for c in report["targets"]} == {"clips", "cropped"}
+    assert re.search(r"clips \d/9, cropped \d/9", err)
+    assert report["inputs"]["crop"] and "cropped off-centre" in (out / "report.html").read_text()
+    for name in ("right_aperture", "left_aperture"):
+        original = np.nanmedian(np.array(plain["trace"]["original"][name], dtype=float))
+        assert np.nanmedian(np.array(cropped["trace"]["original"][name], dtype=float)) == pytest.approx(original,
+                                                                                                       abs=0.03)
