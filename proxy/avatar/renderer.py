@@ -388,29 +388,23 @@ class AvatarRenderer:
             program["u_dim"].value = SEARCHING_DIM if searching else 1.0
         skin["u_local"].write(_mat3(np.eye(3)))
         skin["u_offset"].value = (0.0, 0.0, 0.0)
-        # The skin's shell and the body are closed: their far sides are never seen, so they are culled (llvmpipe
-        # then neither shades nor depth-tests them: the same picture, drawn faster). Their outside faces are
-        # counter-clockwise in the head frame, clockwise on screen (rows run downwards). Skin that moves can fold
-        # over, and the openings' linings and the lash lines are seen from either side: they follow, two-sided.
+        # Skin that moves can fold over, and the openings' linings and the lash lines are seen from either side:
+        # they are drawn two-sided. Everything else is a closed surface whose far side is never seen: the skin that
+        # never moves, the body and the eyeballs are culled (llvmpipe then neither shades nor depth-tests their far
+        # sides: the same picture, drawn faster). Their outside faces are counter-clockwise in the head frame,
+        # clockwise on screen (rows run downwards).
+        still = 3 * self.mesh.cullable_triangles
+        self._head_vao.render(moderngl.TRIANGLES, vertices=3 * len(self.mesh.triangles) - still, first=still)
         if self.cull:
             ctx.enable(moderngl.CULL_FACE)
         ctx.front_face = "cw"
-        surface = 3 * self.mesh.cullable_triangles
-        self._head_vao.render(moderngl.TRIANGLES, vertices=surface)
+        self._head_vao.render(moderngl.TRIANGLES, vertices=still)
         body = head_rotation(*body_angles(params.head_yaw, params.head_pitch, params.head_roll))
         self._body_dynamic[:, :3], self._body_dynamic[:, 3:] = self.body.pose(turn @ rotation, turn @ body)
         self._body_vbo.write(self._body_dynamic)
         skin["u_head"].write(_mat3(np.eye(3)))  # posed in the head's camera frame already
         self._body_vao.render(moderngl.TRIANGLES)
-        ctx.front_face = "ccw"
-        ctx.disable(moderngl.CULL_FACE)
-        skin["u_head"].write(head)
-        self._head_vao.render(moderngl.TRIANGLES, vertices=3 * len(self.mesh.triangles) - surface, first=surface)
-        # Each eyeball's optical axis lies kappa temporal of its line of sight (the gaze). An eyeball is a
-        # closed sphere, so its far half is culled like the skin's.
-        if self.cull:
-            ctx.enable(moderngl.CULL_FACE)
-        ctx.front_face = "cw"
+        # each eyeball's optical axis lies kappa temporal of its line of sight (the gaze)
         for centre, (yaw, pitch), nasal in zip(self._eye_centres,
                                                ((params.right_gaze_yaw, params.right_gaze_pitch),
                                                 (params.left_gaze_yaw, params.left_gaze_pitch)), (1.0, -1.0),
