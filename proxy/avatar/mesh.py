@@ -193,14 +193,15 @@ class AvatarMesh:
             offset += 2 * n
         self.rest = np.concatenate(positions)
         self._surface = np.concatenate(triangles[:2])
-        self.triangles = np.concatenate(triangles).astype(np.int32)
-        self.triangles = self._drop_openings(self.triangles)
+        # the skin's shell less the triangles over the openings, then the linings and lash lines (none spans an opening)
+        shell = self._drop_openings(self._surface.astype(np.int32))
+        self.triangles = np.concatenate([shell, *triangles[2:]]).astype(np.int32)
         self.colours = self._colours(len(self.rest), n_face, len(skirt), hair)
         self._eyes = [self._eye_rig(RIGHT_EYE_CONTOUR, 0), self._eye_rig(LEFT_EYE_CONTOUR, 1)]
         self._brows = [self._region_weights(template.right_brow, BROW_BAND_CM, exclude=template.right_eye),
                        self._region_weights(template.left_brow, BROW_BAND_CM, exclude=template.left_eye)]
         self._mouth_rig()
-        self._order_triangles(len(self._drop_openings(self._surface.astype(np.int32))))
+        self._order_triangles(len(shell))
         self._positions = self.rest.copy()
         # Shading normals are those of the neutral face: moving lids and lips then keep the
         # neutral's smooth shading instead of showing folds as dark creases (and it is cheaper).
