@@ -166,7 +166,7 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
 
 def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], list[Any]]:
     """Trace every clip; returns the report section and the traces (for plots)."""
-    from proxy.audit.fidelity import clip_stats, trace_clip
+    from proxy.audit.fidelity import CLIP_SETS, clip_stats, trace_clip
     from proxy.avatar.retarget import Retargeter
     from proxy.tracking.tracker import FaceTracker
 
@@ -190,16 +190,15 @@ def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], 
         for flip, crop in passes:
             for clip in clips:
                 traces.append(trace_clip(clip, pipeline, tracker, retarget, args.max_seconds, bar.update, flip, crop))
-    section = {"clips": [clip_stats(t) for t in traces if not t.flipped and not t.cropped]}
-    if args.flip:
-        section["flipped_clips"] = [clip_stats(t) for t in traces if t.flipped]
-    if args.crop:
-        section["cropped_clips"] = [clip_stats(t) for t in traces if t.cropped]
+    section = {key: [clip_stats(t) for t in traces if t.clip_set == key] for key, _, _ in CLIP_SETS
+               if any(t.clip_set == key for t in traces)}
     return section, traces
 
 
 def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The project's targets, checked; each says its ``set``: reidentification, clips, flipped or cropped."""
+    from proxy.audit.fidelity import CLIP_SETS
+
     checks: list[dict[str, Any]] = []
     reid = report.get("reidentification")
     if reid:
@@ -210,7 +209,7 @@ def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                            "check": f"mask Rank-1 vs {words} references <= chance + {RANK1_MARGIN} ({limit:.3f})",
                            "value": f"{value:.3f}", "pass": value <= limit})
     fidelity = report.get("fidelity", {})
-    for kind, key in (("clips", "clips"), ("flipped", "flipped_clips"), ("cropped", "cropped_clips")):
+    for key, kind, _ in CLIP_SETS:
         for clip in fidelity.get(key, []):
             checks += [{"set": kind, **check} for check in clip["targets"]]
     return checks
@@ -225,6 +224,7 @@ def _tally(targets: list[dict[str, Any]]) -> str:
 
 def _images(report: dict[str, Any], gallery: Any, traces: list[Any], include_originals: bool) -> dict[str, str]:
     """Every inline image of report.html, keyed by where it goes."""
+    from proxy.audit.fidelity import CLIP_SETS
     from proxy.audit.reid import METHODS
     from proxy.audit.report import (
         bias_chart,
@@ -256,7 +256,7 @@ def _images(report: dict[str, Any], gallery: Any, traces: list[Any], include_ori
             grid = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in rows])
             images["originals"] = img(png_uri(grid), "original", "methods compared on original photos")
     fidelity = report.get("fidelity", {})
-    for key in ("clips", "flipped_clips", "cropped_clips"):
+    for key, _, _ in CLIP_SETS:
         if fidelity.get(key):
             images[f"bias:{key}"] = img(bias_chart(fidelity[key]), "plot", "signed error per clip and eye")
     for trace in traces:

@@ -103,6 +103,11 @@ class ClipTrace:
     def frames(self) -> int:
         return len(self.t)
 
+    @property
+    def clip_set(self) -> str:
+        """Its key in :data:`CLIP_SETS`."""
+        return "flipped_clips" if self.flipped else "cropped_clips" if self.cropped else "clips"
+
     def signal(self, name: str, masked: bool = False) -> np.ndarray:
         """One signal over the frames (NaN where not measured); vergence signals are right minus left."""
         if name in VERGENCE:
@@ -119,6 +124,14 @@ def measured_row(params: MaskParams) -> list[float]:
         row.append(math.nan if value is None else float(value))
     return row
 
+
+#: The sets of clips an audit reports, each once: (key under ``fidelity`` in report.json, target set, how its clips
+#: were changed before tracking; None for the clips as they are).
+CLIP_SETS: tuple[tuple[str, str, str | None], ...] = (
+    ("clips", "clips", None),
+    ("flipped_clips", "flipped", "mirrored left-right (--flip)"),
+    ("cropped_clips", "cropped", "cropped off-centre (--crop)"),
+)
 
 #: ``--crop``: the share of each side kept, and where the kept part starts (shares of the width and height).
 CROP_KEEP = 0.8

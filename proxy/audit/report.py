@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from proxy.audit.fidelity import EYES, SIGNALS, ClipTrace
+from proxy.audit.fidelity import CLIP_SETS, EYES, SIGNALS, ClipTrace
 from proxy.audit.reid import METHOD_LABELS, METHODS, REFERENCE_DRAWS, Gallery, PhotoResult
 
 #: Options per human-test sheet (faces), besides "none of these".
@@ -467,16 +467,17 @@ def _fidelity_section(report: dict[str, Any], images: dict[str, str]) -> str:
              "mask made up. Pearson r is given only where the original's signal varies (SD ≥ 2° for gaze and head, "
              "≥ 0.03 for apertures); elsewhere r says nothing. Where the original has no face the pipeline shows "
              "the neutral avatar, which is not counted as a found face.</p>"]
-    for key, title in (("clips", "Errors per clip"), ("flipped_clips", "The same clips mirrored left-right (--flip)"),
-                       ("cropped_clips", "The same clips cropped off-centre (--crop)")):
+    for key, _, change in CLIP_SETS:
+        title = f"The same clips {change}" if change else "Errors per clip"
         clips = fidelity.get(key)
         if not clips:
             continue
         parts.append(f"<h3>{title}: MAE / bias</h3>{_table(*error_table(clips))}")
         parts.append("<p class='note'>Bias per eye and for the vergence, per clip: a vergence yaw bar outside the "
                      f"green band is a false squint.</p>{images.get(f'bias:{key}', '')}")
-    for clip in [*fidelity.get("clips", []), *fidelity.get("flipped_clips", []), *fidelity.get("cropped_clips", [])]:
-        parts.append(_clip_section(clip, images))
+    for key, _, _ in CLIP_SETS:
+        for clip in fidelity.get(key, []):
+            parts.append(_clip_section(clip, images))
     return "".join(parts)
 
 
@@ -505,8 +506,8 @@ def _summary(report: dict[str, Any]) -> str:
         rows = "".join(f"<tr><td>{html.escape(c['check'])}</td><td>{html.escape(c['value'])}</td>{_ok(c['pass'])}"
                        "</tr>" for c in reid)
         parts.append(f"<table><tr><th>check</th><th>value</th><th></th></tr>{rows}</table>")
-    for kind, title in (("clips", "Fidelity targets per clip"), ("flipped", "The same, clips mirrored left-right"),
-                        ("cropped", "The same, clips cropped off-centre")):
+    for _, kind, change in CLIP_SETS:
+        title = f"The same, clips {change}" if change else "Fidelity targets per clip"
         checks = [c for c in targets if c["set"] == kind]
         if checks:
             met = sum(c["pass"] for c in checks)
