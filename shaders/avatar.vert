@@ -23,6 +23,7 @@ uniform float u_depth;    // cm -> clip depth
 out vec3 v_normal;
 out vec3 v_colour;
 out vec3 v_local;
+out vec3 v_head;      // head-frame position (cm): the eyeball's socket, which does not turn with it
 
 void main() {
     vec3 head = u_local * in_position + u_offset;
@@ -41,4 +42,5 @@ void main() {
     v_normal = u_head * (u_local * in_normal);
     v_colour = in_colour;
     v_local = in_position;
+    v_head = head;
 }

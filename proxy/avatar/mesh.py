@@ -124,6 +124,17 @@ def drawn_lids(opening: float, share: float) -> tuple[float, float]:
     return up, low
 
 
+def _margins(eye: _Eye, upper: float, lower: float) -> tuple[float, float]:
+    """Upper and lower margin heights above the corner line (cm) drawn for lid heights in eye widths."""
+    up = float(np.clip(upper, -0.15, MAX_UPPER_LID)) * eye.width
+    down = -float(np.clip(lower, -0.15, MAX_LOWER_LID)) * eye.width  # lower margin height (negative below)
+    if up < down + CLOSED_OVERLAP * eye.width:
+        # closed: the margins meet, the upper one just over the lower so no sliver stays open
+        up = down = (up + down) / 2
+        up -= CLOSED_OVERLAP * eye.width
+    return up, down
+
+
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -440,14 +451,21 @@ class AvatarMesh:
             p[offset + n:offset + 2 * n, 2] = margin[:, 2] + LASH_LIFT_CM + LASH_FORWARD_CM
         return p
 
+    def lid_margins(self, params: MaskParams) -> list[tuple[float, float]]:
+        """Each eye's [right, left] drawn margin heights above its corner line (cm, the lower one negative),
+        at the lids' highest points: where the eyeball's shader puts the lids' shadow."""
+        return [_margins(eye, float(upper), float(lower)) for eye, upper, lower in zip(
+            self._eyes, (params.right_upper_lid, params.left_upper_lid),
+            (params.right_lower_lid, params.left_lower_lid), strict=True)]
+
+    def eye_frame(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """One eye's outer corner (xy, cm), unit axis towards its inner corner and width (cm), in the head frame."""
+        eye = self._eyes[index]
+        return eye.corner, eye.axis, eye.width
+
     def _lids(self, p: np.ndarray, eye: _Eye, upper: float, lower: float) -> None:
         """Move the lid contour (and the skin around it) to the given lid heights (eye widths)."""
-        up = float(np.clip(upper, -0.15, MAX_UPPER_LID)) * eye.width
-        down = -float(np.clip(lower, -0.15, MAX_LOWER_LID)) * eye.width  # lower margin height (negative below)
-        if up < down + CLOSED_OVERLAP * eye.width:
-            # closed: the margins meet, the upper one just over the lower so no sliver stays open
-            up = down = (up + down) / 2
-            up -= CLOSED_OVERLAP * eye.width
+        up, down = _margins(eye, upper, lower)
         target = np.empty(16)
         target[9:16] = up * eye.profile[9:16]
         target[1:8] = down * eye.profile[1:8]

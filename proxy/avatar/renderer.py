@@ -213,6 +213,8 @@ class AvatarRenderer:
             self._body_ibo,
         )
         self._eye_centres = eyeball_centres(self.template)
+        self._eye_frames = [(tuple(float(c) for c in corner), tuple(float(c) for c in axis), float(width))
+                            for corner, axis, width in (self.mesh.eye_frame(i) for i in (0, 1))]
         eye_v, eye_t = sphere(EYEBALL_RADIUS_CM)
         eye_n = eye_v / EYEBALL_RADIUS_CM
         self._eye_vao = self._static_vao(self.eye, eye_v, eye_n, None, eye_t)
@@ -404,6 +406,7 @@ class AvatarRenderer:
         self._body_vbo.write(self._body_dynamic)
         skin["u_head"].write(_mat3(np.eye(3)))  # posed in the head's camera frame already
         self._body_vao.render(moderngl.TRIANGLES)
+        margins = self.mesh.lid_margins(params)
         # each eyeball's optical axis lies kappa temporal of its line of sight (the gaze)
         for centre, (yaw, pitch), nasal in zip(self._eye_centres,
                                                ((params.right_gaze_yaw, params.right_gaze_pitch),
@@ -411,6 +414,10 @@ class AvatarRenderer:
                                                strict=True):
             eye["u_local"].write(_mat3(eye_rotation(float(yaw) - nasal * KAPPA_DEG, float(pitch))))
             eye["u_offset"].value = tuple(float(c) for c in centre)
+            index = 0 if nasal > 0 else 1
+            eye["u_lid_corner"].value, eye["u_lid_axis"].value, eye["u_lid_width"].value = (
+                self._eye_frames[index])
+            eye["u_lid_margins"].value = margins[index]
             self._eye_vao.render(moderngl.TRIANGLES)
         ctx.front_face = "ccw"
         ctx.disable(moderngl.CULL_FACE)

@@ -20,6 +20,7 @@ from proxy.avatar.response import HUMAN_RANGE, RoundTrip, round_trip_errors, sam
 from proxy.avatar.retarget import Retargeter
 from proxy.avatar.template import load_template
 from proxy.params import MaskParams
+from proxy.tracking.blinks import CLOSED, count_blinks
 from proxy.tracking.tracker import FaceTracker
 
 #: Held-out points: never a seed of models/make_calibration.py (which uses 1, 101-103 and 10000).
@@ -251,6 +252,25 @@ def test_aperture_reads_back_up_to_the_trackers_ceiling(loop: RoundTrip) -> None
     assert readings == sorted(readings[:4]) + readings[4:], readings
     assert readings[3] == pytest.approx(READABLE_APERTURE, abs=0.04), readings
     assert readings[4] >= READABLE_APERTURE - 0.04, readings
+
+
+def test_a_blink_drawn_reads_as_a_blink(loop: RoundTrip) -> None:
+    """A narrowing fissure darkens as its lids and lashes close over it (``shaders/eye.frag``), so the tracker
+    reads the avatar's narrow eye narrow: drawn 0.05 eye widths open it reads closed, and a fast blink whose
+    deepest frame is 0.08 open (as 30 fps often samples one) counts once on each eye. Drawn as a bright slit,
+    those frames read 0.17 and 0.21: the doctor saw the avatar blink and the blink count missed it."""
+    def drawn(aperture: float) -> MaskParams:
+        return dataclasses.replace(WIDE, head_scale=0.22, right_aperture=aperture, left_aperture=aperture,
+                                   right_upper_lid=0.62 * aperture, right_lower_lid=0.38 * aperture,
+                                   left_upper_lid=0.62 * aperture, left_lower_lid=0.38 * aperture)
+
+    narrow = loop(drawn(0.05))
+    assert narrow is not None
+    assert narrow.right_aperture < CLOSED and narrow.left_aperture < CLOSED, narrow
+    readings = [loop(drawn(aperture)) for aperture in [0.32] * 8 + [0.2, 0.08, 0.2] + [0.32] * 8]
+    assert all(m is not None for m in readings)
+    for side in ("right", "left"):
+        assert count_blinks([getattr(m, f"{side}_aperture") for m in readings]) == 1, side
 
 
 # ---- movement through the live tracker --------------------------------------------------
