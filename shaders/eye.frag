@@ -32,7 +32,7 @@ const vec3 PUPIL = vec3(0.02, 0.02, 0.02);
 // fissure opens to NARROW.x: an eye open that far or more is drawn as before (its gaze reads the same).
 const float SHADOW_UPPER = 0.35;
 const float SHADOW_LOWER = 0.14;
-const vec2 NARROW = vec2(0.2, 0.08);  // eye widths
+const vec2 NARROW = vec2(0.2, 0.08);  // eye widths: no shadow from x up, all of it from y down
 const float SHADOW_FLOOR = 0.25;
 const float LID_PROFILE = 0.75;  // proxy/avatar/mesh.py LID_PROFILE_POWER
 
@@ -44,7 +44,8 @@ float lid_light(vec2 p) {
     float h = dot(rel, up.y < 0.0 ? -up : up);
     float below_upper = u_lid_margins.x * profile - h;
     float above_lower = h - u_lid_margins.y * profile;
-    float narrow = smoothstep(NARROW.x, NARROW.y, (u_lid_margins.x - u_lid_margins.y) / u_lid_width);
+    // (smoothstep's edges must rise: it is undefined for edge0 >= edge1)
+    float narrow = 1.0 - smoothstep(NARROW.y, NARROW.x, (u_lid_margins.x - u_lid_margins.y) / u_lid_width);
     float light = smoothstep(0.0, SHADOW_UPPER, below_upper) * smoothstep(0.0, SHADOW_LOWER, above_lower);
     return mix(1.0, mix(SHADOW_FLOOR, 1.0, light), narrow);
 }
