@@ -408,16 +408,14 @@ class AvatarRenderer:
         self._body_vao.render(moderngl.TRIANGLES)
         margins = self.mesh.lid_margins(params)
         # each eyeball's optical axis lies kappa temporal of its line of sight (the gaze)
-        for centre, (yaw, pitch), nasal in zip(self._eye_centres,
-                                               ((params.right_gaze_yaw, params.right_gaze_pitch),
-                                                (params.left_gaze_yaw, params.left_gaze_pitch)), (1.0, -1.0),
-                                               strict=True):
+        for centre, (yaw, pitch), nasal, frame, margin in zip(
+                self._eye_centres, ((params.right_gaze_yaw, params.right_gaze_pitch),
+                                    (params.left_gaze_yaw, params.left_gaze_pitch)), (1.0, -1.0),
+                self._eye_frames, margins, strict=True):
             eye["u_local"].write(_mat3(eye_rotation(float(yaw) - nasal * KAPPA_DEG, float(pitch))))
             eye["u_offset"].value = tuple(float(c) for c in centre)
-            index = 0 if nasal > 0 else 1
-            eye["u_lid_corner"].value, eye["u_lid_axis"].value, eye["u_lid_width"].value = (
-                self._eye_frames[index])
-            eye["u_lid_margins"].value = margins[index]
+            eye["u_lid_corner"].value, eye["u_lid_axis"].value, eye["u_lid_width"].value = frame
+            eye["u_lid_margins"].value = margin
             self._eye_vao.render(moderngl.TRIANGLES)
         ctx.front_face = "ccw"
         ctx.disable(moderngl.CULL_FACE)
