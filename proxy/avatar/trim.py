@@ -98,6 +98,8 @@ class GazeTrim:
         self.grids = {side: np.zeros((*GRID_SHAPE, 2)) for side in SIDES}
         self._count = 0
         self._last_t: float | None = None
+        #: Per eye, readings taken into its offsets since the stream began (see :meth:`observe`).
+        self._readings = {side: 0 for side in SIDES}
 
     def reset(self) -> None:
         """Forget the offsets (a new stream, or the face lost)."""
@@ -108,6 +110,7 @@ class GazeTrim:
         self.retarget.reset()
         self._count = 0
         self._last_t = None
+        self._readings = {side: 0 for side in SIDES}
 
     def offset(self, params: MaskParams, side: str) -> tuple[float, float]:
         """The (yaw, pitch) offset of one eye at its gaze in ``params`` (0 for an eye without a gaze)."""
@@ -171,7 +174,12 @@ class GazeTrim:
             # nodes around the gaze in proportion to their weights (normalised LMS)
             rows, cols, weights = _nodes(float(getattr(wanted, f"{side}_gaze_yaw")),
                                          float(getattr(wanted, f"{side}_gaze_pitch")))
-            share = gain / (1.0 + float(weights @ weights))
+            # The offsets start at zero, so an average with a fixed gain would start biased towards zero and take
+            # a few time constants to reach the error (a whole second or more at the live read rate): its first
+            # readings are averaged plainly instead (the n-th moves the offset by 1/n of its error) until the
+            # fixed gain is the larger.
+            self._readings[side] += 1
+            share = max(gain, 1.0 / self._readings[side]) / (1.0 + float(weights @ weights))
             bias[:] = np.clip(bias + share * np.asarray(errors), -MAX_OFFSET_DEG, MAX_OFFSET_DEG)
             grid[rows, cols] = np.clip(grid[rows, cols] + share * np.outer(weights, errors),
                                        -MAX_OFFSET_DEG, MAX_OFFSET_DEG)
