@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from proxy.bench.live import cost_breakdown, counters_backwards
 from proxy.consult.costs import CostMeter
 
@@ -21,40 +23,37 @@ def burn(seconds: float) -> None:
         sum(range(1000))
 
 
-#: The scenario of the next test, run in a fresh interpreter: no thread left running by another test (a consult's
-#: masking worker or decoder finishing a frame) can add to the parts it checks.
-THREAD_SCENARIO = """
-import json, sys, threading, time
-from prometheus_client import CollectorRegistry, generate_latest
-from proxy.consult.costs import CostMeter
-from tests.consult.test_costs import burn, done
+def thread_scenario() -> None:
+    """Two threads named as a masking worker and a video decoder burn 0.12 and 0.04 s of CPU while a meter runs;
+    prints the meter's totals and its metrics text as JSON. The next test runs it in a fresh interpreter, so that no
+    thread left running by another test (a consult's masking worker or decoder finishing a frame) adds to the parts
+    it checks."""
+    registry = CollectorRegistry()
+    meter = CostMeter(registry)
+    sampled = threading.Event()
 
-registry = CollectorRegistry()
-meter = CostMeter(registry)
-sampled = threading.Event()
+    def work(seconds: float) -> None:
+        burn(seconds)
+        sampled.wait(5.0)  # alive until the meter has read its clock
 
-def work(seconds):
-    burn(seconds)
-    sampled.wait(5.0)  # alive until the meter has read its clock
-
-worker = threading.Thread(target=work, args=(0.12,), name="mask-worker")
-decoder = threading.Thread(target=work, args=(0.04,), name="video-decoder")
-worker.start()
-decoder.start()
-deadline = time.monotonic() + 10
-while not done(worker, decoder, 0.12, 0.04) and time.monotonic() < deadline:
-    time.sleep(0.01)
-meter.sample()
-sampled.set()
-worker.join()
-decoder.join()
-meter.add("track", 0.02)
-json.dump({"totals": meter.totals(), "metrics": generate_latest(registry).decode()}, sys.stdout)
-"""
+    worker = threading.Thread(target=work, args=(0.12,), name="mask-worker")
+    decoder = threading.Thread(target=work, args=(0.04,), name="video-decoder")
+    worker.start()
+    decoder.start()
+    deadline = time.monotonic() + 10
+    while not _done(worker, decoder, 0.12, 0.04) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    meter.sample()
+    sampled.set()
+    worker.join()
+    decoder.join()
+    meter.add("track", 0.02)
+    json.dump({"totals": meter.totals(), "metrics": generate_latest(registry).decode()}, sys.stdout)
 
 
 def test_thread_time_is_counted_by_what_the_thread_does() -> None:
-    result = subprocess.run([sys.executable, "-c", THREAD_SCENARIO], capture_output=True, text=True, timeout=60,
+    result = subprocess.run([sys.executable, "-c", "from tests.consult.test_costs import thread_scenario; "
+                             "thread_scenario()"], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[2], check=True)
     out = json.loads(result.stdout)
     totals = out["totals"]
@@ -66,7 +65,7 @@ def test_thread_time_is_counted_by_what_the_thread_does() -> None:
     assert 'maskproxy_cpu_seconds_total{part="thread:masking worker"}' in out["metrics"]
 
 
-def done(first: threading.Thread, second: threading.Thread, a: float, b: float) -> bool:
+def _done(first: threading.Thread, second: threading.Thread, a: float, b: float) -> bool:
     """Whether both threads have used their CPU time (read from their own clocks)."""
     clocks = [time.clock_gettime(time.pthread_getcpuclockid(t.ident)) for t in (first, second)]  # type: ignore[arg-type]
     return clocks[0] >= a and clocks[1] >= b
