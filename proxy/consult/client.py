@@ -163,4 +163,5 @@ class ConsultClient:
         for receiver in self.receivers.values():
             receiver.task.cancel()
         with contextlib.suppress(TimeoutError):  # aiortc's close can wait forever once the other end is gone
-            await asyncio.wait_for(self.pc.close(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.pc.close()

@@ -82,12 +82,16 @@ MAX_CHANNEL_BUFFER = 256 * 1024
 #: Longest wait for one peer connection to close: aiortc's close can wait forever on a transport whose
 #: other end vanished, and a DELETE, an expiry or a shutdown must not hang on it.
 CLOSE_TIMEOUT_S = 5.0
+#: The same at shutdown, where the consults close together: the process ends next, and a supervisor's stop
+#: (systemd, Kubernetes) should not wait on a connection whose other end vanished.
+SHUTDOWN_CLOSE_TIMEOUT_S = 2.0
 
 
 async def close_connection(pc: RTCPeerConnection, timeout: float = CLOSE_TIMEOUT_S) -> None:
     """Close ``pc``, giving up (and logging it) after ``timeout`` seconds."""
     try:
-        await asyncio.wait_for(pc.close(), timeout)
+        async with asyncio.timeout(timeout):  # not wait_for, which may swallow a cancellation on Python 3.11
+            await pc.close()
     except TimeoutError:
         log.warning("a peer connection did not close within %.0f s; left to the garbage collector", timeout)
 
@@ -695,14 +699,14 @@ class Room:
         return False
 
     # -- lifetime --------------------------------------------------------
-    async def _close_peer(self, peer: Peer, quiet: bool = False) -> None:
+    async def _close_peer(self, peer: Peer, quiet: bool = False, timeout: float = CLOSE_TIMEOUT_S) -> None:
         if peer.role == DOCTOR and DOCTOR not in self.peers:
             self.recording.doctor_left()  # a recording needs its doctor (a reloaded page records again)
         for task in peer.tasks:
             task.cancel()
         for track in [*peer.relayable.values(), *([peer.camera] if peer.camera is not None else [])]:
             track.stop()
-        await close_connection(peer.pc)
+        await close_connection(peer.pc, timeout)
         self.connections.discard(peer.pc)
         if peer.role == PATIENT and PATIENT not in self.peers and self._worker is not None:
             worker, self._worker = self._worker, None
@@ -711,9 +715,14 @@ class Room:
         if not quiet:
             log.info("room %s: %s left", self.id, peer.role)
 
-    async def close(self, reason: str = "deleted") -> None:
+    async def close(self, reason: str = "deleted", timeout: float = CLOSE_TIMEOUT_S) -> None:
         """End the consult: the pages are told why (``{"ended": reason}``: ``deleted``, ``expired`` or ``shutdown``)
-        before every connection, track and worker of it is closed."""
+        before every connection, track and worker of it is closed.
+
+        The connections close together, each given up after ``timeout`` s, while the consult's threads (its
+        masking worker, its examination) finish their current step: a close takes about as long as its slowest
+        part, not the sum of them.
+        """
         if self.closed:
             return
         self.closed = True
@@ -729,18 +738,21 @@ class Room:
         finally:
             # also when this close is cancelled (a shutdown during an expiry, a client gone mid-DELETE): the
             # room is marked closed already, so nothing would ever release what is left running
-            for peer in list(self.peers.values()):
-                await self._close_peer(peer)
+            # out of peers first, so that their connections' "closed" events do not release them a second time
+            peers = list(self.peers.values())
             self.peers.clear()
-            for pc in list(self.connections):  # negotiating or displaced: not in peers, closed all the same
-                await close_connection(pc)
+            # negotiating or displaced connections are not in peers: closed all the same
+            others = [pc for pc in self.connections if all(pc is not peer.pc for peer in peers)]
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                worker.stop(timeout=0)  # told now, waited for below, while the connections close
+            await asyncio.gather(*(self._close_peer(peer, timeout=timeout) for peer in peers),
+                                 *(close_connection(pc, timeout) for pc in others),
+                                 asyncio.to_thread(self.exam.close),
+                                 *([asyncio.to_thread(worker.stop)] if worker is not None else []))
             self.connections.clear()
             self.masked.stop()
             self.closeup.stop()
-            await asyncio.to_thread(self.exam.close)
-            worker, self._worker = self._worker, None
-            if worker is not None:
-                await asyncio.to_thread(worker.stop)
             log.info("room %s: closed", self.id)
 
 
@@ -786,12 +798,12 @@ class RoomRegistry:
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(room_id)
 
-    async def remove(self, room_id: str, reason: str = "deleted") -> bool:
+    async def remove(self, room_id: str, reason: str = "deleted", timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Close and forget a consult; its pages hear ``reason`` (``deleted``, ``expired``, ``shutdown``)."""
         room = self.rooms.pop(room_id, None)
         if room is None:
             return False
-        await room.close(reason)
+        await room.close(reason, timeout)
         self.metrics.consults.set(len(self.rooms))
         return True
 
@@ -814,9 +826,13 @@ class RoomRegistry:
                     await self.remove(room.id, "expired")
 
     async def close(self) -> None:
+        """At shutdown: stop expiring, and close every consult, all together."""
         if self._expiry is not None:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry  # a consult it was closing finishes closing
-        for room_id in list(self.rooms):
-            await self.remove(room_id, "shutdown")
+        start, count = time.monotonic(), len(self.rooms)
+        await asyncio.gather(*(self.remove(room_id, "shutdown", SHUTDOWN_CLOSE_TIMEOUT_S)
+                               for room_id in list(self.rooms)))
+        if count:
+            log.info("shutdown: %d consult(s) closed in %.1f s", count, time.monotonic() - start)

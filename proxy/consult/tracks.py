@@ -174,7 +174,10 @@ class SwitchableTrack(MediaStreamTrack):
             if source is None or source.readyState != "live":
                 return self._stamp(await self._filler(), None)
             try:
-                frame = await asyncio.wait_for(source.recv(), timeout=0.5)
+                # not asyncio.wait_for: on Python 3.11 it swallows a cancellation (aiortc stopping the sender)
+                # that comes with the source's end, and the sender's task then never ends (tests/consult/test_tracks)
+                async with asyncio.timeout(0.5):
+                    frame = await source.recv()
             except TimeoutError:
                 return self._stamp(await self._filler(), None)
             except MediaStreamError:
@@ -259,7 +262,8 @@ class MaskedVideoTrack(MediaStreamTrack):
             stalled = since is None or since >= self._stall_after
             timeout = 1 / PLACEHOLDER_FPS if stalled else self._stall_after - since  # type: ignore[operator]
             try:
-                await asyncio.wait_for(self._event.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: see SwitchableTrack.recv
+                    await self._event.wait()
             except TimeoutError:
                 if stalled or time.monotonic() - self._last_live >= self._stall_after:  # type: ignore[operator]
                     frame = self._idle()

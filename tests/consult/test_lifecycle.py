@@ -15,10 +15,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+import numpy as np
+import pytest
 
 from proxy.bench.live import free_port
 from proxy.consult.config import Config
-from tests.rtc_client import Client, LocalProxy, camera_pattern, wait_for
+from proxy.consult.rooms import SHUTDOWN_CLOSE_TIMEOUT_S
+from proxy.params import MaskParams
+from tests.rtc_client import Client, LocalProxy, NeutralPipeline, camera_pattern, wait_for
 
 KEY = "lifecycle-test-key-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,7 +146,7 @@ async def test_sigterm_stops_the_server_and_closes_consults() -> None:
             output = server.stdout.read().decode() if server.stdout else ""
             print(f"SIGTERM: exited in {took:.2f} s with status {server.returncode}")
             assert server.returncode == 0, output[-2000:]
-            assert took < 5, f"took {took:.1f} s to exit"
+            assert took < 5, f"took {took:.1f} s to exit:\n{output[-3000:]}"
             assert "Traceback" not in output, output[-2000:]
             assert KEY not in output
             # the peers were closed by the server (DTLS close), not left to time out
@@ -153,3 +157,57 @@ async def test_sigterm_stops_the_server_and_closes_consults() -> None:
             server.wait()
         for client in clients:
             await client.close()
+
+
+class SlowPipeline(NeutralPipeline):
+    """Each frame takes a second: a worker caught mid-frame by a shutdown."""
+
+    def process(self, rgb: np.ndarray, t: float, index: int) -> tuple[MaskParams, np.ndarray]:
+        time.sleep(1.0)
+        return super().process(rgb, t, index)
+
+
+async def test_shutdown_closes_consults_together_and_gives_up_on_a_hung_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Three consults, their workers mid-frame and one connection whose close never returns: the shutdown ends
+    within its bound for a hung connection plus a frame (not three consults' worth of waits one after another),
+    and every other connection is closed, so its page hears the end."""
+    consults = 3
+    async with aiohttp.ClientSession() as session, LocalProxy(Config(api_key=KEY), SlowPipeline) as proxy:
+        clients: list[Client] = []
+        try:
+            for _ in range(consults):
+                room = await proxy.create_room(session)
+                doctor = proxy.client(room, "doctor")
+                patient = proxy.client(room, "patient", frames=[camera_pattern(160, 120)], fps=15)
+                clients += [doctor, patient]
+                await doctor.connect(session)
+                await patient.connect(session)
+            for client in clients:
+                await client.wait_connected()
+            rooms = list(proxy.registry.rooms.values())
+            await wait_for(lambda: all(r._worker is not None and r._worker.busy_since is not None for r in rooms), 15,
+                           step=0.05)
+            hung = rooms[0].peers["doctor"].pc
+            never = asyncio.Event()
+
+            async def close_never() -> None:
+                await never.wait()
+
+            hung.close = close_never  # type: ignore[method-assign]
+            start = time.monotonic()
+            await proxy.registry.close()
+            took = time.monotonic() - start
+            print(f"{consults} consults, one hung connection: shut down in {took:.2f} s")
+            assert not proxy.registry.rooms
+            # the hung connection's bound, the end notice and one frame of a worker, with room for a slow machine;
+            # one after another it would be at least 3 x (notice + frame) plus the hung connection's bound
+            assert took < SHUTDOWN_CLOSE_TIMEOUT_S + 1.5, f"shutdown took {took:.1f} s"
+            others = [c for c in clients if c.pc is not None and c is not clients[0]]
+            await wait_for(lambda: all(c.pc.connectionState in ("closed", "failed") for c in others), 5, step=0.05)
+            assert all(r._worker is None for r in rooms)
+            gave_up = [r for r in caplog.records if "did not close" in r.getMessage()]
+            assert len(gave_up) == 1, [r.getMessage() for r in gave_up]  # the hung one; every other closed
+        finally:
+            for client in clients:
+                await client.close()
