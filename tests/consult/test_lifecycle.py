@@ -202,7 +202,7 @@ async def test_shutdown_closes_consults_together_and_gives_up_on_a_hung_connecti
             assert not proxy.registry.rooms
             # the hung connection's bound, the end notice and one frame of a worker, with room for a slow machine;
             # one after another it would be at least 3 x (notice + frame) plus the hung connection's bound
-            assert took < SHUTDOWN_CLOSE_TIMEOUT_S + 1.5, f"shutdown took {took:.1f} s"
+            assert took < SHUTDOWN_CLOSE_TIMEOUT_S + 2.0, f"shutdown took {took:.1f} s"
             others = [c for c in clients if c.pc is not None and c is not clients[0]]
             await wait_for(lambda: all(c.pc.connectionState in ("closed", "failed") for c in others), 5, step=0.05)
             assert all(r._worker is None for r in rooms)
