@@ -437,13 +437,23 @@ def self_signed_certificate(hosts: list[str], folder: Path) -> tuple[Path, Path]
     return cert_path, key_path
 
 
-def ssl_context(config: Config, folder: Path) -> ssl.SSLContext | None:
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context, or None for plain HTTP.
+
+    A self-signed key is written (mode 0600, in a private temporary folder) only for as long as
+    OpenSSL takes to load it, then deleted: the context holds it from then on, and a server that is
+    killed leaves no key behind.
+    """
     if config.self_signed:
-        cert, key = self_signed_certificate([config.host, "localhost", "127.0.0.1"], folder)
-    elif config.cert and config.key:
-        cert, key = Path(config.cert), Path(config.key)
-    else:
-        return None
+        with tempfile.TemporaryDirectory(prefix="maskproxy-tls-") as folder:
+            cert, key = self_signed_certificate([config.host, "localhost", "127.0.0.1"], Path(folder))
+            return _load_tls(cert, key)
+    if config.cert and config.key:
+        return _load_tls(Path(config.cert), Path(config.key))
+    return None
+
+
+def _load_tls(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(str(cert), str(key))
@@ -484,15 +494,14 @@ def run_server(config: Config, backend: BackendFactory | None = None) -> int:
     generated = not config.api_key
     if generated:
         config.api_key = secrets.token_urlsafe(32)
-    with tempfile.TemporaryDirectory(prefix="maskproxy-tls-") as folder:
-        context = ssl_context(config, Path(folder))
-        app = create_app(config, backend)
-        scheme = "https" if context else "http"
-        print(f"maskproxy serving on {scheme}://{config.host}:{config.port}/", flush=True)
-        if generated:
-            print(f"API key (generated; set MASKPROXY_API_KEY to choose one): {config.api_key}", flush=True)
-        for warning in startup_warnings(config, tls=context is not None):
-            log.warning("%s", warning)
-        web.run_app(app, host=config.host, port=config.port, ssl_context=context, print=None,
-                    shutdown_timeout=3.0, access_log=None, handle_signals=True)
+    context = ssl_context(config)
+    app = create_app(config, backend)
+    scheme = "https" if context else "http"
+    print(f"maskproxy serving on {scheme}://{config.host}:{config.port}/", flush=True)
+    if generated:
+        print(f"API key (generated; set MASKPROXY_API_KEY to choose one): {config.api_key}", flush=True)
+    for warning in startup_warnings(config, tls=context is not None):
+        log.warning("%s", warning)
+    web.run_app(app, host=config.host, port=config.port, ssl_context=context, print=None,
+                shutdown_timeout=3.0, access_log=None, handle_signals=True)
     return 0

@@ -151,10 +151,13 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, process: subproce
     await wait_for(ready, 30)
 
 
-async def test_self_signed_serves_https() -> None:
-    with serving("--self-signed") as (process, port):
+async def test_self_signed_serves_https(tmp_path: Path) -> None:
+    """HTTPS with a generated certificate, whose private key is not left on disk while the server runs."""
+    with serving("--self-signed", env={"TMPDIR": str(tmp_path)}) as (process, port):
         async with aiohttp.ClientSession() as session:
             await wait_ready(session, f"https://127.0.0.1:{port}/healthz", process)
+            keys = [p for p in tmp_path.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+            assert not keys and not list(tmp_path.glob("maskproxy-tls-*")), keys
             async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as response:
                 assert response.status == 200 and await response.json() == {"ok": True}
                 assert response.headers["Strict-Transport-Security"].startswith("max-age=")  # HSTS over TLS
