@@ -166,7 +166,7 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
 
 def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], list[Any]]:
     """Trace every clip; returns the report section and the traces (for plots)."""
-    from proxy.audit.fidelity import CLIP_SETS, clip_stats, trace_clip
+    from proxy.audit.fidelity import CLIP_SETS, clip_stats, trace_clip, vergence_by_movement
     from proxy.avatar.retarget import Retargeter
     from proxy.tracking.tracker import FaceTracker
 
@@ -190,8 +190,10 @@ def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], 
         for flip, crop in passes:
             for clip in clips:
                 traces.append(trace_clip(clip, pipeline, tracker, retarget, args.max_seconds, bar.update, flip, crop))
-    section = {key: [clip_stats(t) for t in traces if t.clip_set == key] for key, _, _ in CLIP_SETS
-               if any(t.clip_set == key for t in traces)}
+    section: dict[str, Any] = {key: [clip_stats(t) for t in traces if t.clip_set == key] for key, _, _ in CLIP_SETS
+                               if any(t.clip_set == key for t in traces)}
+    section["vergence_by_movement"] = {key: vergence_by_movement([t for t in traces if t.clip_set == key])
+                                       for key, _, _ in CLIP_SETS if key in section}
     return section, traces
 
 

@@ -25,6 +25,7 @@ The pipeline's own measurement of the original *is* the ``track`` measurement
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,6 +250,53 @@ def signal_stats(original: np.ndarray, masked: np.ndarray, name: str) -> dict[st
         "target_bias": BIAS_TARGETS.get(name),
         "target_r": R_TARGETS.get(name),
     }
+
+
+#: Bands of what the eyes were doing in the original, for :func:`vergence_by_movement`: the speed of the mean
+#: horizontal gaze of the two eyes (deg/s, frame to frame) and how far to the side the further eye looked (deg).
+#: A doctor judges a deviation while the eyes fixate; saccades and far gaze are where the picture is least exact.
+MOVEMENT_BANDS: tuple[tuple[str, tuple[float, float], tuple[float, float]], ...] = (
+    ("fixating, within 20 deg", (0.0, 20.0), (0.0, 20.0)),
+    ("moving 20-100 deg/s, within 20 deg", (20.0, 100.0), (0.0, 20.0)),
+    ("saccade, 100 deg/s or faster, within 20 deg", (100.0, math.inf), (0.0, 20.0)),
+    ("20-30 deg to the side", (0.0, math.inf), (20.0, 30.0)),
+    ("30 deg or more to the side", (0.0, math.inf), (30.0, math.inf)),
+)
+
+
+def vergence_by_movement(clips: list[ClipTrace]) -> list[dict[str, Any]]:
+    """The vergence-yaw error (masked minus original, degrees) pooled over ``clips``, over all compared frames and
+    in each of :data:`MOVEMENT_BANDS`: its MAE, bias and 95th percentile of the absolute error, and the frames."""
+    errors: list[np.ndarray] = []
+    speeds: list[np.ndarray] = []
+    sides: list[np.ndarray] = []
+    right, left = (list(MEASURED).index(name) for name in VERGENCE["vergence_yaw"])
+    for clip in clips:
+        error = clip.signal("vergence_yaw", masked=True) - clip.signal("vergence_yaw")
+        gaze = clip.original[:, [right, left]]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # frames with neither eye measured: NaN, left out
+            mean = np.nanmean(gaze, axis=1)
+            side = np.nanmax(np.abs(gaze), axis=1)
+        speed = np.abs(np.gradient(mean, clip.t)) if clip.frames >= 2 else np.full(clip.frames, np.nan)
+        errors.append(error)
+        speeds.append(speed)
+        sides.append(side)
+    error, speed, side = (np.concatenate(x) if x else np.zeros(0) for x in (errors, speeds, sides))
+    compared = np.isfinite(error)
+    rows = [_error_row("all compared frames", error[compared])]
+    known = compared & np.isfinite(speed) & np.isfinite(side)
+    for name, (slow, fast), (near, far) in MOVEMENT_BANDS:
+        band = known & (speed >= slow) & (speed < fast) & (side >= near) & (side < far)
+        rows.append(_error_row(name, error[band]))
+    return rows
+
+
+def _error_row(name: str, error: np.ndarray) -> dict[str, Any]:
+    n = len(error)
+    return {"band": name, "frames": n, "mae": float(np.mean(np.abs(error))) if n else None,
+            "bias": float(np.mean(error)) if n else None,
+            "p95": float(np.percentile(np.abs(error), 95)) if n else None}
 
 
 def clip_stats(clip: ClipTrace) -> dict[str, Any]:

@@ -402,6 +402,13 @@ def error_table(clips: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
     return header, rows
 
 
+def movement_table(bands: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the vergence error by what the eyes were doing (:func:`~.fidelity.vergence_by_movement`)."""
+    header = ["frames of", "frames", "MAE (deg)", "bias (deg)", "95th percentile of |error| (deg)"]
+    return header, [[b["band"], str(b["frames"]), _fmt(b["mae"], 2), _fmt(b["bias"], 2), _fmt(b["p95"], 2)]
+                    for b in bands]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
@@ -475,6 +482,11 @@ def _fidelity_section(report: dict[str, Any], images: dict[str, str]) -> str:
         parts.append(f"<h3>{title}: MAE / bias</h3>{_table(*error_table(clips))}")
         parts.append("<p class='note'>Bias per eye and for the vergence, per clip: a vergence yaw bar outside the "
                      f"green band is a false squint.</p>{images.get(f'bias:{key}', '')}")
+        bands = fidelity.get("vergence_by_movement", {}).get(key)
+        if bands:
+            parts.append("<p class='note'>Vergence yaw (R − L) error over these clips' frames together, by what the "
+                         "original's eyes were doing (speed of their mean horizontal gaze; how far to the side the "
+                         "further eye looked):</p>" + _table(*movement_table(bands)))
     for key, _, _ in CLIP_SETS:
         for clip in fidelity.get(key, []):
             parts.append(_clip_section(clip, images))

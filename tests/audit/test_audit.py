@@ -14,7 +14,17 @@ import av
 import numpy as np
 import pytest
 
-from proxy.audit.fidelity import MEASURED, SIGNALS, ClipTrace, blink_times, clip_stats, measured_row, pearson
+from proxy.audit.fidelity import (
+    MEASURED,
+    MOVEMENT_BANDS,
+    SIGNALS,
+    ClipTrace,
+    blink_times,
+    clip_stats,
+    measured_row,
+    pearson,
+    vergence_by_movement,
+)
 from proxy.audit.reid import METHODS, rank1, roc_curve, tar_at_far
 from proxy.cli import main
 from proxy.params import MaskParams
@@ -149,6 +159,12 @@ def test_report_json_numbers(report: dict) -> None:
     # every target of the issue's table, once per clip, in report.json and in the clip's own section
     measures = [c["measure"] for c in clip["targets"]]
     assert len(measures) == len(set(measures)) == 9
+    # the vergence error by what the eyes were doing: over all compared frames it is the clip's own
+    bands = report["fidelity"]["vergence_by_movement"]["clips"]
+    assert bands[0]["frames"] == clip["signals"]["vergence_yaw"]["frames"]
+    assert bands[0]["mae"] == pytest.approx(clip["signals"]["vergence_yaw"]["mae"])
+    assert sum(b["frames"] for b in bands[1:]) <= bands[0]["frames"]
+    assert all(b["mae"] is None or (abs(b["bias"]) <= b["mae"] <= b["p95"] + 1e-9) for b in bands)
     fidelity_checks = [c for c in report["targets"] if c["set"] == "clips"]
     assert [c["measure"] for c in fidelity_checks] == measures
     assert report["targets"] and all(isinstance(c["pass"], bool) for c in report["targets"])
@@ -351,6 +367,35 @@ def test_errors_in_physical_units() -> None:
     assert verdict["aperture R / L: MAE"]  # 0.02 eye widths is within 0.03
     assert not verdict["gaze measured in frames with a face R / L"]  # 89% < 90%
     assert verdict["masked face found where the original had one"]
+
+
+def test_vergence_error_by_what_the_eyes_were_doing() -> None:
+    """A false vergence made only during a saccade and only at far gaze lands in those bands, not in fixation."""
+    fps, frames = 30.0, 120
+    t = np.arange(frames) / fps
+    original = np.full((frames, len(MEASURED)), np.nan)
+    right, left = list(MEASURED).index("right_gaze_yaw"), list(MEASURED).index("left_gaze_yaw")
+    gaze = np.zeros(frames)
+    gaze[40:] = 10.0  # a 10 deg saccade between frames 39 and 40 (150 deg/s at 30 fps, in centred differences)
+    gaze[80:] = 35.0  # then far to the side from frame 80 (its jump is a saccade too)
+    original[:, right] = original[:, left] = gaze
+    masked = original.copy()
+    masked[39:41, right] += 3.0  # +3 deg of vergence during the saccade
+    masked[82:, right] -= 4.0  # -4 deg once far to the side (after its own jump)
+    found = np.ones(frames, bool)
+    trace = ClipTrace("synthetic", fps, (64, 64), t, original, masked, found, found)
+    rows = {row["band"]: row for row in vergence_by_movement([trace, trace])}  # pooled over two clips
+    assert list(rows) == ["all compared frames", *(name for name, _, _ in MOVEMENT_BANDS)]
+    assert rows["all compared frames"]["frames"] == 2 * frames
+    assert rows["all compared frames"]["mae"] == pytest.approx(clip_stats(trace)["signals"]["vergence_yaw"]["mae"])
+    # the saccades: frames 39 and 40 (150 deg/s), and 79, the last frame within 20 deg before the jump to 35
+    saccade = rows["saccade, 100 deg/s or faster, within 20 deg"]
+    assert saccade["frames"] == 2 * 3 and saccade["bias"] == pytest.approx(2.0) and saccade["p95"] == pytest.approx(3.0)
+    fixating = rows["fixating, within 20 deg"]
+    assert fixating["frames"] == 2 * (80 - 3) and fixating["mae"] == 0.0 and fixating["bias"] == 0.0
+    far = rows["30 deg or more to the side"]
+    assert far["frames"] == 2 * 40 and far["bias"] == pytest.approx(-4.0 * 38 / 40)
+    assert rows["20-30 deg to the side"]["frames"] == 0 and rows["20-30 deg to the side"]["mae"] is None
 
 
 def test_none_means_not_measurable() -> None:
