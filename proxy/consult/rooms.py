@@ -746,17 +746,19 @@ class Room:
             worker, self._worker = self._worker, None
             if worker is not None:
                 worker.stop(timeout=0)  # told now, waited for below, while the connections close
-            results = await asyncio.gather(*(self._close_peer(peer, timeout=timeout) for peer in peers),
-                                           *(close_connection(pc, timeout) for pc in others),
-                                           asyncio.to_thread(self.exam.close),
-                                           *([asyncio.to_thread(worker.stop)] if worker is not None else []),
-                                           return_exceptions=True)
-            for result in results:  # one part failing must not keep the rest (and the tracks below) open
-                if isinstance(result, Exception):
-                    log.error("room %s: closing failed (%s: %s)", self.id, result.__class__.__name__, result)
-            self.connections.clear()
-            self.masked.stop()
-            self.closeup.stop()
+            try:
+                results = await asyncio.gather(*(self._close_peer(peer, timeout=timeout) for peer in peers),
+                                               *(close_connection(pc, timeout) for pc in others),
+                                               asyncio.to_thread(self.exam.close),
+                                               *([asyncio.to_thread(worker.stop)] if worker is not None else []),
+                                               return_exceptions=True)
+                for result in results:  # one part failing must not keep the rest (and the tracks below) open
+                    if isinstance(result, Exception):
+                        log.error("room %s: closing failed (%s: %s)", self.id, result.__class__.__name__, result)
+            finally:  # the consult's own tracks end even if this close is cancelled while its connections close
+                self.connections.clear()
+                self.masked.stop()
+                self.closeup.stop()
             log.info("room %s: closed", self.id)
 
 
