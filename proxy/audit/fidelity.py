@@ -270,11 +270,10 @@ def vergence_by_movement(clips: list[ClipTrace]) -> list[dict[str, Any]]:
     errors: list[np.ndarray] = []
     speeds: list[np.ndarray] = []
     sides: list[np.ndarray] = []
-    right, left = (list(MEASURED).index(name) for name in VERGENCE["vergence_yaw"])
     for clip in clips:
         error = clip.signal("vergence_yaw", masked=True) - clip.signal("vergence_yaw")
-        gaze = clip.original[:, [right, left]]
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        gaze = np.stack([clip.signal(name) for name in VERGENCE["vergence_yaw"]], axis=1)
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # frames with neither eye measured: NaN, left out
             mean = np.nanmean(gaze, axis=1)
             side = np.nanmax(np.abs(gaze), axis=1)

@@ -26,7 +26,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -50,7 +50,14 @@ from proxy.consult.metrics import Metrics
 from proxy.consult.recording_link import RecordingLink
 from proxy.consult.stats import LOW_CAMERA_KBPS, ByteRate, RollingStats
 from proxy.consult.tracks import MaskedVideoTrack, SwitchableTrack
-from proxy.consult.worker import MaskCounts, MaskResult, MaskWorker, fault_placeholder, rgb_to_frame
+from proxy.consult.worker import (
+    STOP_TIMEOUT_S,
+    MaskCounts,
+    MaskResult,
+    MaskWorker,
+    fault_placeholder,
+    rgb_to_frame,
+)
 from proxy.params import MaskParams
 from proxy.recording.store import RecordingStore
 
@@ -745,13 +752,14 @@ class Room:
             others = [pc for pc in self.connections if all(pc is not peer.pc for peer in peers)]
             worker, self._worker = self._worker, None
             if worker is not None:
-                worker.stop(timeout=0)  # told now, waited for below, while the connections close
+                worker.stop(timeout=0)  # told now, its frame finished below, while the connections close
+            parts: list[Awaitable[object]] = [*(self._close_peer(peer, timeout=timeout) for peer in peers),
+                                              *(close_connection(pc, timeout) for pc in others),
+                                              asyncio.to_thread(self.exam.close)]
+            if worker is not None:
+                parts.append(asyncio.to_thread(worker.join, STOP_TIMEOUT_S))
             try:
-                results = await asyncio.gather(*(self._close_peer(peer, timeout=timeout) for peer in peers),
-                                               *(close_connection(pc, timeout) for pc in others),
-                                               asyncio.to_thread(self.exam.close),
-                                               *([asyncio.to_thread(worker.stop)] if worker is not None else []),
-                                               return_exceptions=True)
+                results = await asyncio.gather(*parts, return_exceptions=True)
                 for result in results:  # one part failing must not keep the rest (and the tracks below) open
                     if isinstance(result, Exception):
                         log.error("room %s: closing failed (%s: %s)", self.id, result.__class__.__name__, result)

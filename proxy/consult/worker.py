@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Camera frames larger than this are downscaled on arrival (the avatar is rendered at this size).
 MAX_FRAME_PIXELS = 1280 * 720
+#: How long a stop waits for the worker to finish its current frame (s); its thread is a daemon beyond that.
+STOP_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -161,7 +163,7 @@ class MaskWorker:
             self._pending = (frame, received)
             self._cond.notify()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """Tell the thread to end after its current frame, and wait up to ``timeout`` s for it (0: do not wait)."""
         with self._cond:
             self._running = False
