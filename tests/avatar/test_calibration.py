@@ -148,15 +148,27 @@ def test_held_out_round_trip_consult(consult: tuple[list[MaskParams], list[MaskP
 
 def test_held_out_round_trip(held_out: tuple[list[MaskParams], list[MaskParams | None]]) -> None:
     """Over the whole range, head yaw +-40, pitch +-25, roll +-20 and both eyes' gaze and lids varying at
-    once (measured 1.95 deg median gaze error, 14.9 at the 95th percentile, 0.045 eye widths of aperture,
-    vergence bias 3.4 deg yaw, head 0.5 deg): worse where the head is turned (the tails are heads turned
-    30-45 deg)."""
-    figures = summary(round_trip_errors(*held_out))
+    once: 1.9-2.2 deg median gaze error, 5.4-6.2 at the 80th percentile, 10-12% of gaze readings off by more
+    than 10 deg (where our tracker fails outright on the avatar: heads turned 30-45 deg), a median vergence
+    error of 1.9-2.4 deg yaw, 0.045 eye widths of aperture and 0.5 deg of head.
+
+    Those ranges are what moving every point's head by a pixel does (eight placements, an AVX2 machine). The
+    95th percentile and the mean vergence error, which the failures' 20-40 deg make, moved more: 14.0-17.0 and
+    3.3-4.2 deg, and a machine with other vector instructions rounds the picture differently (14.9 and 3.4
+    there). So the tail is held by how often the reading fails, not by how far off its worst few are.
+    """
+    errors = round_trip_errors(*held_out)
+    figures = summary(errors)
     assert figures["measured"] == 1.0
+    gaze = np.concatenate([errors[f"{side}_gaze_{axis}"] for side in ("right", "left") for axis in ("yaw", "pitch")])
+    gaze = np.abs(gaze[np.isfinite(gaze)])
+    assert len(gaze) >= 150, len(gaze)
     assert figures["gaze_median"] <= 3.0, figures
-    assert figures["gaze_p95"] <= 16.5, figures
+    assert np.percentile(gaze, 80) <= 7.5, np.percentile(gaze, 80)
+    assert (gaze > 10.0).mean() <= 0.15, (gaze > 10.0).mean()
+    vergence = errors["vergence_yaw"][np.isfinite(errors["vergence_yaw"])]
+    assert abs(float(np.median(vergence))) <= 3.0, np.median(vergence)
     assert figures["aperture_median"] <= 0.05, figures
-    assert abs(figures["vergence_yaw_bias"]) <= 3.5, figures
     assert figures["head_median"] <= 1.0, figures
 
 
