@@ -17,7 +17,7 @@ from proxy.avatar.renderer import AvatarRenderer
 from proxy.avatar.retarget import Retargeter
 from proxy.avatar.trim import GazeTrim
 from proxy.params import MaskParams
-from proxy.tracking.tracker import FaceTracker
+from proxy.tracking.tracker import OFFLINE_EYE_SAMPLES, FaceTracker
 
 FPS = 30.0
 #: A patient at a laptop: head a little down, eyes a little up and converging on the screen.
@@ -115,33 +115,50 @@ def test_trim_takes_out_a_false_squint_within_a_second_at_the_live_read_rate(ren
     assert abs(after["vergence"]) <= 0.8, after
 
 
+#: Where the face sits in the pixel grid (head_x, head_y in frame widths and heights: up to 1.3 pixels): our
+#: tracker's reading of the avatar changes slope with sub-pixel placement, so one placement alone can read a
+#: swing 20% larger or smaller than another.
+PLACEMENTS = ((0.0, 0.0), (0.002, 0.001), (-0.002, -0.001))
+
+
 def test_trim_keeps_a_nystagmus(renderer: AvatarRenderer) -> None:
-    """A 4 Hz, 3 deg (amplitude) horizontal nystagmus reads back with each eye's amplitude within 20%.
+    """A 4 Hz, 3 deg (amplitude) horizontal nystagmus reads back with each eye's amplitude within 20%, on average
+    over where the face sits in the pixel grid, and within 30% at each placement.
 
     The offsets move slowly, so the swing passes through; and as they are kept per gaze, they also take out
     the calibration's local error of slope (without the trim this skewed avatar reads 1.8-4.6 deg back,
-    depending on where the eyes are)."""
+    depending on where the eyes are). Trimmed and read with the file settings (four crops per eye, as
+    ``maskproxy mask`` and the audit): measured 2.9-3.2 deg on average per eye, 2.8-3.3 at single placements.
+    Trimmed and read with one crop (live), single placements read 1.8-3.3 deg: that reader's own roughness at a
+    face this small (an eye 25 pixels wide, where 3 deg is about a pixel), so a test at one placement held
+    by 0.03 deg on one machine and failed on another."""
     frequency, amplitude = 4.0, 3.0
     for base in (POSTURE, dataclasses.replace(POSTURE, right_gaze_yaw=10.0, left_gaze_yaw=4.0)):
-        stream = []
-        for i in range(int(3.0 * FPS)):
-            t = i / FPS
-            swing = amplitude * math.sin(2 * math.pi * frequency * t)
-            stream.append(dataclasses.replace(base, t=t, frame=i, right_gaze_yaw=base.right_gaze_yaw + swing,
-                                              left_gaze_yaw=base.left_gaze_yaw + swing))
-        pictures = run(renderer, GazeTrim(), stream)
-        tracker, retarget = FaceTracker(smoothing=False), Retargeter()
-        readings = [retarget(tracker.process(p), 640, 480) for p in pictures]
+        amplitudes: dict[str, list[float]] = {"right": [], "left": []}
+        for dx, dy in PLACEMENTS:
+            placed = dataclasses.replace(base, head_x=base.head_x + dx, head_y=base.head_y + dy)
+            stream = []
+            for i in range(int(2.5 * FPS)):
+                t = i / FPS
+                swing = amplitude * math.sin(2 * math.pi * frequency * t)
+                stream.append(dataclasses.replace(placed, t=t, frame=i, right_gaze_yaw=placed.right_gaze_yaw + swing,
+                                                  left_gaze_yaw=placed.left_gaze_yaw + swing))
+            pictures = run(renderer, GazeTrim(eye_samples=OFFLINE_EYE_SAMPLES), stream)
+            tracker, retarget = FaceTracker(smoothing=False, eye_samples=OFFLINE_EYE_SAMPLES), Retargeter()
+            readings = [retarget(tracker.process(p), 640, 480) for p in pictures]
 
-        t = np.array([p.t for p in stream])
-        settled = t >= 1.0  # the trim's first second learns the skew
-        basis = np.stack([np.sin(2 * math.pi * frequency * t), np.cos(2 * math.pi * frequency * t), np.ones_like(t)],
-                         1)
-        for side in ("right", "left"):
-            read = np.array([getattr(r, f"{side}_gaze_yaw") for r in readings], dtype=float)
-            coef = np.linalg.lstsq(basis[settled], read[settled], rcond=None)[0]
-            assert math.hypot(coef[0], coef[1]) == pytest.approx(amplitude, rel=0.2), (base, side, coef)
-            assert coef[2] == pytest.approx(getattr(base, f"{side}_gaze_yaw"), abs=1.0), (base, side, coef)
+            t = np.array([p.t for p in stream])
+            settled = t >= 1.0  # the trim's first second learns the skew
+            basis = np.stack([np.sin(2 * math.pi * frequency * t), np.cos(2 * math.pi * frequency * t),
+                              np.ones_like(t)], 1)
+            for side in ("right", "left"):
+                read = np.array([getattr(r, f"{side}_gaze_yaw") for r in readings], dtype=float)
+                coef = np.linalg.lstsq(basis[settled], read[settled], rcond=None)[0]
+                amplitudes[side].append(math.hypot(coef[0], coef[1]))
+                assert coef[2] == pytest.approx(getattr(placed, f"{side}_gaze_yaw"), abs=1.0), (base, side, coef)
+        for side, found in amplitudes.items():
+            assert float(np.mean(found)) == pytest.approx(amplitude, rel=0.2), (base, side, found)
+            assert all(f == pytest.approx(amplitude, rel=0.3) for f in found), (base, side, found)
 
 
 def test_the_pipeline_trims_the_picture_not_the_data(face_photo: np.ndarray) -> None:
