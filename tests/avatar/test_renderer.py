@@ -22,6 +22,7 @@ from proxy.avatar.mesh import (
     drawn_lids,
 )
 from proxy.avatar.renderer import MAX_SUPERSAMPLED_SIDE, OFFLINE_SUPERSAMPLE, AvatarRenderer, head_rotation
+from proxy.avatar.response import RoundTrip
 from proxy.avatar.retarget import Retargeter, euler_degrees
 from proxy.avatar.template import load_template
 from proxy.params import MaskParams
@@ -262,11 +263,19 @@ def test_round_trip_vertical_gaze(renderer: AvatarRenderer, tracker: FaceTracker
         assert getattr(up, f"{side}_gaze_pitch") - getattr(down, f"{side}_gaze_pitch") > 12
 
 
-def test_round_trip_ptosis(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
-    m = measure(renderer, tracker, MaskParams(face=True, right_upper_lid=0.05, right_lower_lid=0.12,
-                                              right_aperture=0.17))
-    assert m.right_aperture < m.left_aperture - 0.05
-    assert m.right_upper_lid < m.left_upper_lid - 0.04
+def test_round_trip_ptosis() -> None:
+    """A drooping upper lid (drawn 0.05 eye widths above the corners, the other eye's 0.2) reads as one wherever
+    the face sits in the pixel grid. Read as the audit reads a file, that eye measured 0.057-0.075 narrower and its
+    upper lid 0.044-0.058 lower at six placements up to 3 pixels apart: our tracker reads the avatar's lids
+    compressed (README, The avatar). The live reader's single crop varies more with the placement (0.036-0.101 for
+    the lid), so one placement of it is no test."""
+    with RoundTrip() as loop:
+        for dx in (0.0, 0.0015, -0.0015):
+            m = loop(MaskParams(face=True, head_x=0.5 + dx, head_y=0.45 + dx / 2, right_upper_lid=0.05,
+                                right_lower_lid=0.12, right_aperture=0.17))
+            assert m is not None
+            assert m.right_aperture < m.left_aperture - 0.04, (dx, m.right_aperture, m.left_aperture)
+            assert m.right_upper_lid < m.left_upper_lid - 0.03, (dx, m.right_upper_lid, m.left_upper_lid)
 
 
 def test_round_trip_blink(renderer: AvatarRenderer, tracker: FaceTracker) -> None:
