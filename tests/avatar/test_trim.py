@@ -18,6 +18,7 @@ from proxy.avatar.retarget import Retargeter
 from proxy.avatar.trim import GazeTrim
 from proxy.params import MaskParams
 from proxy.tracking.tracker import OFFLINE_EYE_SAMPLES, FaceTracker
+from tests.avatar.waves import sine_fit
 
 FPS = 30.0
 #: A patient at a laptop: head a little down, eyes a little up and converging on the screen.
@@ -153,13 +154,11 @@ def test_trim_keeps_a_nystagmus(renderer: AvatarRenderer) -> None:
 
             t = np.array([p.t for p in stream])
             settled = t >= 1.0  # the trim's first second learns the skew
-            basis = np.stack([np.sin(2 * math.pi * frequency * t), np.cos(2 * math.pi * frequency * t),
-                              np.ones_like(t)], 1)
             for side in ("right", "left"):
                 read = np.array([getattr(r, f"{side}_gaze_yaw") for r in readings], dtype=float)
-                coef = np.linalg.lstsq(basis[settled], read[settled], rcond=None)[0]
-                amplitudes[side].append(math.hypot(coef[0], coef[1]))
-                assert coef[2] == pytest.approx(getattr(placed, f"{side}_gaze_yaw"), abs=1.0), (base, side, coef)
+                found, level = sine_fit(t[settled], read[settled], frequency)
+                amplitudes[side].append(found)
+                assert level == pytest.approx(getattr(placed, f"{side}_gaze_yaw"), abs=1.0), (base, side, found, level)
         for side, found in amplitudes.items():
             assert float(np.mean(found)) == pytest.approx(amplitude, rel=0.2), (base, side, found)
             assert all(f == pytest.approx(amplitude, rel=0.3) for f in found), (base, side, found)
