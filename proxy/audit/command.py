@@ -24,8 +24,12 @@ import argparse
 import importlib
 import json
 import math
+import multiprocessing
+import os
+import queue
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheets", type=int, default=20, metavar="N",
                         help="human-test sheets with --human-test (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
+    from proxy.cli import positive_int
+
+    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                        help="clips traced side by side, each in its own process (default: one per CPU this "
+                        "process may use; 1 = all in this process). The figures do not depend on it")
 
 
 def missing_modules(args: argparse.Namespace) -> list[str]:
@@ -164,6 +173,56 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
     return section, gallery
 
 
+def default_jobs() -> int:
+    """One process per CPU that this process may run on (its affinity, as ``taskset`` sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _trace_worker(tasks: Any, ticks: Any, settings: dict[str, int], max_seconds: float | None
+                  ) -> list[tuple[int, Any]]:
+    """One process of ``--jobs``: takes (index, clip, flip, crop) tasks until none are left, with its own pipeline.
+
+    Every clip resets the pipeline and the trackers (:func:`~proxy.audit.fidelity.trace_clip`), so a clip's
+    figures do not depend on which process traced it or what it traced before.
+    """
+    from proxy.audit.fidelity import trace_clip
+    from proxy.avatar.retarget import Retargeter
+    from proxy.pipeline import MaskPipeline
+    from proxy.tracking.tracker import FaceTracker
+
+    done = []
+    with MaskPipeline(**settings) as pipeline:
+        tracker, retarget = FaceTracker(eye_samples=settings["eye_samples"]), Retargeter()
+        while True:
+            try:
+                index, clip, flip, crop = tasks.get_nowait()
+            except queue.Empty:
+                return done
+            done.append((index, trace_clip(clip, pipeline, tracker, retarget, max_seconds, lambda: ticks.put(1),
+                                           flip, crop)))
+
+
+def _trace_in_processes(tasks: list[tuple[Path, bool, bool]], frames: list[int], jobs: int,
+                        settings: dict[str, int], max_seconds: float | None, bar: tqdm) -> list[Any]:
+    """Trace ``tasks`` in ``jobs`` processes, longest clips first so that none is left alone at the end."""
+    context = multiprocessing.get_context("spawn")  # a fresh process: no GL context or ONNX session inherited
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        waiting, ticks = manager.Queue(), manager.Queue()
+        for index in sorted(range(len(tasks)), key=lambda i: -frames[i]):
+            waiting.put((index, *tasks[index]))
+        futures = [pool.submit(_trace_worker, waiting, ticks, settings, max_seconds) for _ in range(jobs)]
+        while not all(f.done() for f in futures) or not ticks.empty():
+            try:
+                bar.update(ticks.get(timeout=0.5))
+            except queue.Empty:
+                pass
+        traced = dict(pair for future in futures for pair in future.result())  # raises a worker's error
+    return [traced[index] for index in range(len(tasks))]
+
+
 def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], list[Any]]:
     """Trace every clip; returns the report section and the traces (for plots)."""
     from proxy.audit.fidelity import CLIP_SETS, clip_stats, trace_clip, vergence_by_movement
@@ -175,21 +234,26 @@ def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], 
     clips = sorted(p for p in args.videos.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
     if not clips:
         raise InputError(f"{args.videos}: no video clips")
-    total = 0
+    frames = []
     for clip in clips:
         with VideoReader(clip) as reader:
             count = reader.frame_count or 0
             if args.max_seconds is not None:
                 count = min(count, int(args.max_seconds * reader.fps))
-            total += count
-    # (flip, crop) per pass: the clips as they are, then each unseen variant asked for
+            frames.append(count)
+    # (clip, flip, crop): the clips as they are, then each unseen variant asked for
     passes = [(False, False)] + [(True, False)] * bool(args.flip) + [(False, True)] * bool(args.crop)
-    tracker, retarget = FaceTracker(eye_samples=pipeline.tracker.eye_samples), Retargeter()
-    traces = []
-    with _progress(total * len(passes) or None, "video frames") as bar:
-        for flip, crop in passes:
-            for clip in clips:
-                traces.append(trace_clip(clip, pipeline, tracker, retarget, args.max_seconds, bar.update, flip, crop))
+    tasks = [(clip, flip, crop) for flip, crop in passes for clip in clips]
+    jobs = min(args.jobs or default_jobs(), len(tasks))
+    with _progress(sum(frames) * len(passes) or None, "video frames") as bar:
+        if jobs > 1:
+            settings = {"eye_samples": args.eye_samples, "supersample": args.supersample,
+                        "trim_every": args.trim_every}
+            traces = _trace_in_processes(tasks, frames * len(passes), jobs, settings, args.max_seconds, bar)
+        else:
+            tracker, retarget = FaceTracker(eye_samples=pipeline.tracker.eye_samples), Retargeter()
+            traces = [trace_clip(clip, pipeline, tracker, retarget, args.max_seconds, bar.update, flip, crop)
+                      for clip, flip, crop in tasks]
     section: dict[str, Any] = {key: [clip_stats(t) for t in traces if t.clip_set == key] for key, _, _ in CLIP_SETS
                                if any(t.clip_set == key for t in traces)}
     section["vergence_by_movement"] = {key: vergence_by_movement([t for t in traces if t.clip_set == key])
@@ -297,7 +361,7 @@ def run_audit(args: argparse.Namespace) -> int:
                    "include_originals": bool(args.include_originals), "human_test": bool(args.human_test),
                    "flip": bool(args.flip), "crop": bool(args.crop), "eye_samples": args.eye_samples,
                    "supersample": args.supersample,
-                   "trim_every": args.trim_every},
+                   "trim_every": args.trim_every, "jobs": args.jobs or default_jobs()},
         "timing_s": {},
     }
     gallery, traces = None, []

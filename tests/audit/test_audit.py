@@ -428,12 +428,29 @@ def test_missing_audit_extra_is_one_line(tmp_path: Path, faces_dir: Path, short_
     assert not out.exists()  # checked before starting: nothing made
 
 
-def test_flip_audits_the_mirrored_clip(audit_out: Path, report: dict) -> None:
-    """--flip adds each clip mirrored left-right: the patient's right eye becomes the left, yaw and roll change sign."""
+@pytest.fixture(scope="module")
+def flip_run(audit_out: Path) -> tuple[Path, str]:
+    """The clip and its mirror image, 1 s each, traced side by side in two processes."""
     out = audit_out.parent / "flip"
     status, err = _run(["audit", "--videos", str(audit_out.parent / "videos"), "--out", str(out), "--flip",
-                        "--max-seconds", "1"])
+                        "--max-seconds", "1", "--jobs", "2"])
     assert status == 0, err
+    return out, err
+
+
+@pytest.fixture(scope="module")
+def crop_run(audit_out: Path) -> tuple[Path, str]:
+    """The clip and an off-centre crop of it, 1 s each, traced one after the other in this process."""
+    out = audit_out.parent / "crop"
+    status, err = _run(["audit", "--videos", str(audit_out.parent / "videos"), "--out", str(out), "--crop",
+                        "--max-seconds", "1", "--jobs", "1"])
+    assert status == 0, err
+    return out, err
+
+
+def test_flip_audits_the_mirrored_clip(flip_run: tuple[Path, str]) -> None:
+    """--flip adds each clip mirrored left-right: the patient's right eye becomes the left, yaw and roll change sign."""
+    out, err = flip_run
     flipped = json.loads((out / "report.json").read_text())
     (plain,), (mirror,) = flipped["fidelity"]["clips"], flipped["fidelity"]["flipped_clips"]
     assert mirror["clip"] == f"{plain['clip']} (flipped)" and mirror["flipped"] and not plain["flipped"]
@@ -448,17 +465,14 @@ def test_flip_audits_the_mirrored_clip(audit_out: Path, report: dict) -> None:
     assert median(mirror, "right_aperture") == pytest.approx(median(plain, "left_aperture"), abs=0.03)
 
 
-def test_crop_audits_the_clip_cropped_off_centre(audit_out: Path) -> None:
+def test_crop_audits_the_clip_cropped_off_centre(crop_run: tuple[Path, str]) -> None:
     """--crop adds each clip cropped off-centre: a smaller picture, the same person, the same eyes (the lids are
     measured in eye widths, so they do not change with the crop)."""
     from proxy.audit.fidelity import crop_off_centre
 
     picture = np.zeros((480, 641, 3), np.uint8)
     assert crop_off_centre(picture).shape == (384, 512, 3) and crop_off_centre(picture).flags.c_contiguous
-    out = audit_out.parent / "crop"
-    status, err = _run(["audit", "--videos", str(audit_out.parent / "videos"), "--out", str(out), "--crop",
-                        "--max-seconds", "1"])
-    assert status == 0, err
+    out, err = crop_run
     report = json.loads((out / "report.json").read_text())
     (plain,), (cropped,) = report["fidelity"]["clips"], report["fidelity"]["cropped_clips"]
     assert cropped["clip"] == f"{plain['clip']} (cropped)" and cropped["cropped"] and not plain["cropped"]
@@ -470,3 +484,15 @@ def test_crop_audits_the_clip_cropped_off_centre(audit_out: Path) -> None:
         original = np.nanmedian(np.array(plain["trace"]["original"][name], dtype=float))
         assert np.nanmedian(np.array(cropped["trace"]["original"][name], dtype=float)) == pytest.approx(original,
                                                                                                        abs=0.03)
+
+
+def test_clips_traced_in_other_processes_give_the_same_figures(flip_run: tuple[Path, str],
+                                                              crop_run: tuple[Path, str]) -> None:
+    """--jobs spreads clips over processes to finish sooner on a clinic's cores; the figures must not change. Both
+    runs trace the clip as it is: once beside its mirror image in a second process, once alone in this one."""
+    (spread,), (alone,) = (json.loads((out / "report.json").read_text())["fidelity"]["clips"]
+                           for out, _ in (flip_run, crop_run))
+    assert spread["frames"] == alone["frames"] > 0
+    assert spread == alone
+    inputs = [json.loads((out / "report.json").read_text())["inputs"]["jobs"] for out, _ in (flip_run, crop_run)]
+    assert inputs == [2, 1]
