@@ -21,6 +21,7 @@ unmasked faces were written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -29,7 +30,9 @@ import os
 import queue
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,19 +120,140 @@ def _progress(total: int | None, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="", file=sys.stderr, leave=True, dynamic_ncols=True)
 
 
-def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], Any]:
-    """Run every method over every photo; returns the report section and the gallery."""
-    from proxy.audit.reid import Attacker, Gallery, blazeface_box, evaluate, list_photos, process_photo
+#: What tracing one photo costs against one video frame (dlib and six descriptors against a track, a render and a
+#: track again): it orders the work so that no long task is left running alone at the end.
+PHOTO_COST_FRAMES = 6
 
-    persons = list_photos(args.faces, args.max_photos)
-    attacker = Attacker()
-    fallback = blazeface_box(pipeline.tracker.detector)
-    photos = []
-    with _progress(sum(len(v) for v in persons.values()), "photos") as bar:
-        for person, paths in persons.items():
-            for path in paths:
-                photos.append(process_photo(person, path, attacker, pipeline, fallback))
-                bar.update()
+
+@dataclass
+class Task:
+    """One piece of the audit that a process does on its own: a person's photos, or one clip (mirrored or cropped)."""
+
+    index: int
+    cost: float  #: in video frames
+    person: str = ""
+    photos: list[Path] = field(default_factory=list)
+    clip: Path | None = None
+    flip: bool = False
+    crop: bool = False
+
+
+def default_jobs() -> int:
+    """One process per CPU that this process may run on (its affinity, as ``taskset`` sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _plan(args: argparse.Namespace) -> list[Task]:
+    """Every person's photos, then every clip as it is, mirrored and cropped (as asked); checks the inputs."""
+    from proxy.audit.reid import list_photos
+
+    tasks: list[Task] = []
+    if args.faces is not None:
+        for person, photos in list_photos(args.faces, args.max_photos).items():
+            tasks.append(Task(len(tasks), len(photos) * PHOTO_COST_FRAMES, person=person, photos=photos))
+    if args.videos is not None:
+        if not args.videos.is_dir():
+            raise InputError(f"{args.videos}: not a directory")
+        clips = sorted(p for p in args.videos.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not clips:
+            raise InputError(f"{args.videos}: no video clips")
+        frames = []
+        for clip in clips:
+            with VideoReader(clip) as reader:
+                count = reader.frame_count or 0
+                if args.max_seconds is not None:
+                    count = min(count, int(args.max_seconds * reader.fps))
+                frames.append(count)
+        # the clips as they are, then each unseen variant asked for
+        for flip, crop in [(False, False)] + [(True, False)] * bool(args.flip) + [(False, True)] * bool(args.crop):
+            for clip, count in zip(clips, frames, strict=True):
+                tasks.append(Task(len(tasks), count, clip=clip, flip=flip, crop=crop))
+    return tasks
+
+
+class AuditWorker:
+    """The models one process needs for its tasks: the mask pipeline, a second tracker that reads the avatar back,
+    and dlib's attacker (loaded with the first photo). Every photo and every clip resets what it uses, so a result
+    does not depend on which worker made it or what it made before."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from proxy.avatar.retarget import Retargeter
+        from proxy.pipeline import MaskPipeline
+        from proxy.tracking.tracker import FaceTracker
+
+        self.args = args
+        self.pipeline = MaskPipeline(eye_samples=args.eye_samples, supersample=args.supersample,
+                                     trim_every=args.trim_every)
+        self.tracker, self.retarget = FaceTracker(eye_samples=args.eye_samples), Retargeter()
+        self.attacker: Any = None
+
+    def run(self, task: Task, tick: Callable[[str], None]) -> Any:
+        """A person's photos as :class:`~proxy.audit.reid.PhotoResult` s, or a clip's
+        :class:`~proxy.audit.fidelity.ClipTrace`; ``tick("photos")`` or ``tick("frames")`` after each."""
+        from proxy.audit.fidelity import trace_clip
+        from proxy.audit.reid import Attacker, blazeface_box, process_photo
+
+        if task.clip is None:
+            if self.attacker is None:
+                self.attacker = Attacker()
+            fallback = blazeface_box(self.pipeline.tracker.detector)
+            done = []
+            for path in task.photos:
+                done.append(process_photo(task.person, path, self.attacker, self.pipeline, fallback))
+                tick("photos")
+            return done
+        return trace_clip(task.clip, self.pipeline, self.tracker, self.retarget, self.args.max_seconds,
+                          lambda: tick("frames"), task.flip, task.crop)
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+
+def _work(waiting: Any, ticks: Any, args: argparse.Namespace) -> list[tuple[int, Any]]:
+    """One process of ``--jobs``: takes tasks until none are left."""
+    done = []
+    worker = AuditWorker(args)
+    try:
+        while True:
+            try:
+                task = waiting.get_nowait()
+            except queue.Empty:
+                return done
+            done.append((task.index, worker.run(task, ticks.put)))
+    finally:
+        worker.close()
+
+
+def _run_tasks(tasks: list[Task], args: argparse.Namespace, jobs: int, bars: dict[str, tqdm]) -> list[Any]:
+    """Every task's result, in the tasks' order: in this process, or in ``jobs`` processes, costliest first."""
+    if jobs <= 1:
+        worker = AuditWorker(args)
+        try:
+            return [worker.run(task, lambda kind: bars[kind].update()) for task in tasks]
+        finally:
+            worker.close()
+    context = multiprocessing.get_context("spawn")  # a fresh process: no GL context or ONNX session inherited
+    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        waiting, ticks = manager.Queue(), manager.Queue()
+        for task in sorted(tasks, key=lambda t: -t.cost):
+            waiting.put(task)
+        futures = [pool.submit(_work, waiting, ticks, args) for _ in range(jobs)]
+        while not all(f.done() for f in futures) or not ticks.empty():
+            try:
+                bars[ticks.get(timeout=0.5)].update()
+            except queue.Empty:
+                pass
+        results = dict(pair for future in futures for pair in future.result())  # raises a worker's error
+    return [results[task.index] for task in tasks]
+
+
+def _reidentification(photos: list[Any], args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """The report section of every method over every photo, and the gallery."""
+    from proxy.audit.reid import Gallery, evaluate
+
     gallery = Gallery.build(photos)
     if len(gallery.persons) < 2 or not gallery.queries:
         raise InputError(f"{args.faces}: re-identification needs at least 2 persons and one person with 2 usable "
@@ -173,92 +297,15 @@ def _reidentify(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any]
     return section, gallery
 
 
-def default_jobs() -> int:
-    """One process per CPU that this process may run on (its affinity, as ``taskset`` sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def _fidelity(traces: list[Any]) -> dict[str, Any]:
+    """The report section of every clip's traces."""
+    from proxy.audit.fidelity import CLIP_SETS, clip_stats, vergence_by_movement
 
-
-def _trace_worker(tasks: Any, ticks: Any, settings: dict[str, int], max_seconds: float | None
-                  ) -> list[tuple[int, Any]]:
-    """One process of ``--jobs``: takes (index, clip, flip, crop) tasks until none are left, with its own pipeline.
-
-    Every clip resets the pipeline and the trackers (:func:`~proxy.audit.fidelity.trace_clip`), so a clip's
-    figures do not depend on which process traced it or what it traced before.
-    """
-    from proxy.audit.fidelity import trace_clip
-    from proxy.avatar.retarget import Retargeter
-    from proxy.pipeline import MaskPipeline
-    from proxy.tracking.tracker import FaceTracker
-
-    done = []
-    with MaskPipeline(**settings) as pipeline:
-        tracker, retarget = FaceTracker(eye_samples=settings["eye_samples"]), Retargeter()
-        while True:
-            try:
-                index, clip, flip, crop = tasks.get_nowait()
-            except queue.Empty:
-                return done
-            done.append((index, trace_clip(clip, pipeline, tracker, retarget, max_seconds, lambda: ticks.put(1),
-                                           flip, crop)))
-
-
-def _trace_in_processes(tasks: list[tuple[Path, bool, bool]], frames: list[int], jobs: int,
-                        settings: dict[str, int], max_seconds: float | None, bar: tqdm) -> list[Any]:
-    """Trace ``tasks`` in ``jobs`` processes, longest clips first so that none is left alone at the end."""
-    context = multiprocessing.get_context("spawn")  # a fresh process: no GL context or ONNX session inherited
-    with context.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        waiting, ticks = manager.Queue(), manager.Queue()
-        for index in sorted(range(len(tasks)), key=lambda i: -frames[i]):
-            waiting.put((index, *tasks[index]))
-        futures = [pool.submit(_trace_worker, waiting, ticks, settings, max_seconds) for _ in range(jobs)]
-        while not all(f.done() for f in futures) or not ticks.empty():
-            try:
-                bar.update(ticks.get(timeout=0.5))
-            except queue.Empty:
-                pass
-        traced = dict(pair for future in futures for pair in future.result())  # raises a worker's error
-    return [traced[index] for index in range(len(tasks))]
-
-
-def _fidelity(args: argparse.Namespace, pipeline: Any) -> tuple[dict[str, Any], list[Any]]:
-    """Trace every clip; returns the report section and the traces (for plots)."""
-    from proxy.audit.fidelity import CLIP_SETS, clip_stats, trace_clip, vergence_by_movement
-    from proxy.avatar.retarget import Retargeter
-    from proxy.tracking.tracker import FaceTracker
-
-    if not args.videos.is_dir():
-        raise InputError(f"{args.videos}: not a directory")
-    clips = sorted(p for p in args.videos.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not clips:
-        raise InputError(f"{args.videos}: no video clips")
-    frames = []
-    for clip in clips:
-        with VideoReader(clip) as reader:
-            count = reader.frame_count or 0
-            if args.max_seconds is not None:
-                count = min(count, int(args.max_seconds * reader.fps))
-            frames.append(count)
-    # (clip, flip, crop): the clips as they are, then each unseen variant asked for
-    passes = [(False, False)] + [(True, False)] * bool(args.flip) + [(False, True)] * bool(args.crop)
-    tasks = [(clip, flip, crop) for flip, crop in passes for clip in clips]
-    jobs = min(args.jobs or default_jobs(), len(tasks))
-    with _progress(sum(frames) * len(passes) or None, "video frames") as bar:
-        if jobs > 1:
-            settings = {"eye_samples": args.eye_samples, "supersample": args.supersample,
-                        "trim_every": args.trim_every}
-            traces = _trace_in_processes(tasks, frames * len(passes), jobs, settings, args.max_seconds, bar)
-        else:
-            tracker, retarget = FaceTracker(eye_samples=pipeline.tracker.eye_samples), Retargeter()
-            traces = [trace_clip(clip, pipeline, tracker, retarget, args.max_seconds, bar.update, flip, crop)
-                      for clip, flip, crop in tasks]
     section: dict[str, Any] = {key: [clip_stats(t) for t in traces if t.clip_set == key] for key, _, _ in CLIP_SETS
                                if any(t.clip_set == key for t in traces)}
     section["vergence_by_movement"] = {key: vergence_by_movement([t for t in traces if t.clip_set == key])
                                        for key, _, _ in CLIP_SETS if key in section}
-    return section, traces
+    return section
 
 
 def _targets(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -338,7 +385,6 @@ def _images(report: dict[str, Any], gallery: Any, traces: list[Any], include_ori
 def run_audit(args: argparse.Namespace) -> int:
     """Run the whole audit and write OUT/report.json, OUT/report.html and OUT/human_test/."""
     from proxy.audit.report import write_html, write_human_test
-    from proxy.pipeline import MaskPipeline
 
     if args.faces is None and args.videos is None:
         raise InputError("give --faces, --videos or both")
@@ -361,20 +407,29 @@ def run_audit(args: argparse.Namespace) -> int:
                    "include_originals": bool(args.include_originals), "human_test": bool(args.human_test),
                    "flip": bool(args.flip), "crop": bool(args.crop), "eye_samples": args.eye_samples,
                    "supersample": args.supersample,
-                   "trim_every": args.trim_every, "jobs": args.jobs or default_jobs()},
+                   "trim_every": args.trim_every},
         "timing_s": {},
     }
-    gallery, traces = None, []
-    with MaskPipeline(eye_samples=args.eye_samples, supersample=args.supersample,
-                      trim_every=args.trim_every) as pipeline:
-        if args.faces is not None:
-            start = time.perf_counter()
-            report["reidentification"], gallery = _reidentify(args, pipeline)
-            report["timing_s"]["reidentification"] = round(time.perf_counter() - start, 2)
-        if args.videos is not None:
-            start = time.perf_counter()
-            report["fidelity"], traces = _fidelity(args, pipeline)
-            report["timing_s"]["fidelity"] = round(time.perf_counter() - start, 2)
+    tasks = _plan(args)
+    jobs = min(args.jobs or default_jobs(), len(tasks))
+    report["inputs"]["jobs"] = jobs
+    photos = [t for t in tasks if t.clip is None]
+    clips = [t for t in tasks if t.clip is not None]
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        bars = {}
+        if photos:
+            bars["photos"] = stack.enter_context(_progress(sum(len(t.photos) for t in photos), "photos"))
+        if clips:
+            bars["frames"] = stack.enter_context(_progress(int(sum(t.cost for t in clips)) or None, "video frames"))
+        results = _run_tasks(tasks, args, jobs, bars)
+    report["timing_s"]["photos_and_clips"] = round(time.perf_counter() - start, 2)
+    gallery, traces = None, [r for t, r in zip(tasks, results, strict=True) if t.clip is not None]
+    if photos:
+        report["reidentification"], gallery = _reidentification(
+            [photo for t, r in zip(tasks, results, strict=True) if t.clip is None for photo in r], args)
+    if clips:
+        report["fidelity"] = _fidelity(traces)
     start = time.perf_counter()
     originals: list[dict[str, str]] = []
     if gallery is not None and args.human_test and args.sheets > 0:
