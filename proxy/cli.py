@@ -151,6 +151,14 @@ def trim_argument(parser: argparse.ArgumentParser) -> None:
                         "files; live consults use 8)")
 
 
+def jobs_argument(parser: argparse.ArgumentParser) -> None:
+    """``--jobs`` of the audit."""
+    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                        help="photos and clips worked through side by side, each process with its own models "
+                        "(default: one per CPU this process may use; 1 = all in this process). The figures do not "
+                        "depend on it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maskproxy",
@@ -194,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     eye_samples_argument(audit)
     supersample_argument(audit)
     trim_argument(audit)
+    jobs_argument(audit)
     audit.set_defaults(handler=_audit)
 
     serve = commands.add_parser(

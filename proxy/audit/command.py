@@ -81,11 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sheets", type=int, default=20, metavar="N",
                         help="human-test sheets with --human-test (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the human-test shuffles (default 0)")
-    from proxy.cli import positive_int
-
-    parser.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                        help="clips traced side by side, each in its own process (default: one per CPU this "
-                        "process may use; 1 = all in this process). The figures do not depend on it")
 
 
 def missing_modules(args: argparse.Namespace) -> list[str]:
@@ -242,6 +237,10 @@ def _run_tasks(tasks: list[Task], args: argparse.Namespace, jobs: int, bars: dic
             waiting.put(task)
         futures = [pool.submit(_work, waiting, ticks, args) for _ in range(jobs)]
         while not all(f.done() for f in futures) or not ticks.empty():
+            if any(f.done() and f.exception() is not None for f in futures):
+                with contextlib.suppress(queue.Empty):  # a worker failed: the others stop after their current task
+                    while True:
+                        waiting.get_nowait()
             try:
                 bars[ticks.get(timeout=0.5)].update()
             except queue.Empty:
