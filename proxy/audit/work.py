@@ -47,8 +47,7 @@ def default_jobs() -> int:
 
 class AuditWorker:
     """The models one process needs for its tasks: the mask pipeline, a second tracker that reads the avatar back,
-    and dlib's attacker (loaded with the first photo). Every photo and every clip resets what it uses, so a result
-    does not depend on which worker made it or what it made before."""
+    and dlib's attacker (loaded with the first photo)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         from proxy.avatar.retarget import Retargeter
@@ -60,6 +59,7 @@ class AuditWorker:
                                      trim_every=args.trim_every)
         self.tracker, self.retarget = FaceTracker(eye_samples=args.eye_samples), Retargeter()
         self.attacker: Any = None
+        self.fallback: Callable[[Any], Any] | None = None  #: BlazeFace where dlib finds no face on a photo
 
     def run(self, task: Task, tick: Callable[[str], None]) -> Any:
         """A person's photos as :class:`~proxy.audit.reid.PhotoResult` s, or a clip's
@@ -68,12 +68,11 @@ class AuditWorker:
         from proxy.audit.reid import Attacker, blazeface_box, process_photo
 
         if task.clip is None:
-            if self.attacker is None:
-                self.attacker = Attacker()
-            fallback = blazeface_box(self.pipeline.tracker.detector)
+            if self.attacker is None or self.fallback is None:
+                self.attacker, self.fallback = Attacker(), blazeface_box(self.pipeline.tracker.detector)
             done = []
             for path in task.photos:
-                done.append(process_photo(task.person, path, self.attacker, self.pipeline, fallback))
+                done.append(process_photo(task.person, path, self.attacker, self.pipeline, self.fallback))
                 tick("photos")
             return done
         return trace_clip(task.clip, self.pipeline, self.tracker, self.retarget, self.args.max_seconds,

@@ -136,12 +136,6 @@ def test_unsupported_output_format(tmp_path: Path, short_clip: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def _track(path: Path) -> list[dict]:
-    done = maskproxy("track", str(path))
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
-
-
 def _tracking(path: Path) -> subprocess.Popen[str]:
     """``maskproxy track`` started beside other work; :func:`_tracked` collects it."""
     return subprocess.Popen([sys.executable, "-m", "proxy", "track", str(path)], stdout=subprocess.PIPE,
@@ -183,7 +177,7 @@ def test_round_trip_fidelity(tmp_path: Path, videos_dir: Path) -> None:
     finally:
         original = _tracked(tracking)
     assert done.returncode == 0, done.stderr
-    after = _track(masked)
+    after = _tracked(_tracking(masked))
     assert len(original) == len(after) == 300
     assert [r["t"] for r in original] == [r["t"] for r in after]
     found = [i for i, r in enumerate(original) if r["face"]]
