@@ -43,7 +43,7 @@ def test_jerk_nystagmus_survives_render_track_measure() -> None:
         assert abs(result.frequency_hz - 3.0) <= 0.2
         assert result.horizontal_deg > result.vertical_deg
         assert result.beating == "right-beating"  # the fast phase goes to - yaw: the patient's right
-        # How much of the 4 deg comes back is the avatar's calibration (issue 15, open: before the fitted
+        # How much of the 4 deg comes back is the avatar's calibration (issue 15: before the fitted
         # calibration the right eye read 2.2 and the left 5.8 deg; with it the left reads about 7.2, the fit's
         # local gain varying from place to place); here only a bound that catches a broken path.
         assert 0.3 * 4.0 <= result.amplitude_deg <= 2.0 * 4.0
